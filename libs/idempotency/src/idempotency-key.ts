@@ -1,0 +1,69 @@
+/** Longest key accepted, in characters (after unquoting). */
+export const MAX_KEY_LENGTH = 255;
+
+const PRINTABLE_ASCII = /^[\x20-\x7e]+$/;
+
+/** Why a key was refused; the text goes into the 400's `detail`. */
+export class InvalidKeyError extends Error {}
+
+/**
+ * Parses one header value: a Structured Field string (`"abc"`, with `\"` and `\\` escapes, as the
+ * IETF draft specifies) or a bare token (`abc`, as Stripe clients send). Throws
+ * {@link InvalidKeyError} unless the result is 1 to 255 characters of printable ASCII.
+ */
+export function parseIdempotencyKey(raw: string): string {
+  const value = raw.trim();
+  const key = value.startsWith('"') ? unquote(value) : value;
+  validateIdempotencyKey(key);
+  return key;
+}
+
+/** Throws {@link InvalidKeyError} unless `key` is 1 to 255 characters of printable ASCII. */
+export function validateIdempotencyKey(key: string): void {
+  if (key.length === 0) {
+    throw new InvalidKeyError('The idempotency key is empty.');
+  }
+  if (key.length > MAX_KEY_LENGTH) {
+    throw new InvalidKeyError(`The idempotency key is longer than ${MAX_KEY_LENGTH} characters.`);
+  }
+  if (!PRINTABLE_ASCII.test(key)) {
+    throw new InvalidKeyError('The idempotency key must be printable ASCII (0x20-0x7E).');
+  }
+}
+
+function unquote(value: string): string {
+  let out = '';
+  for (let i = 1; i < value.length; i++) {
+    const ch = value[i];
+    if (ch === '\\') {
+      const next = value[++i];
+      if (next !== '"' && next !== '\\') {
+        throw new InvalidKeyError('The quoted idempotency key has an invalid escape.');
+      }
+      out += next;
+    } else if (ch === '"') {
+      if (i !== value.length - 1) {
+        throw new InvalidKeyError('The quoted idempotency key has characters after its end.');
+      }
+      return out;
+    } else {
+      out += ch;
+    }
+  }
+  throw new InvalidKeyError('The quoted idempotency key is not terminated.');
+}
+
+/**
+ * Every value of header `name` in a raw header list (`IncomingMessage.rawHeaders`), so that a
+ * header sent twice is seen twice rather than joined with a comma.
+ */
+export function rawHeaderValues(rawHeaders: readonly string[], name: string): string[] {
+  const lower = name.toLowerCase();
+  const values: string[] = [];
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    if (rawHeaders[i].toLowerCase() === lower) {
+      values.push(rawHeaders[i + 1]);
+    }
+  }
+  return values;
+}

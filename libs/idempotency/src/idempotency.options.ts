@@ -1,0 +1,136 @@
+import type { ExecutionContext } from '@nestjs/common';
+import type { IdempotencyStore } from './idempotency-store';
+
+/** A duration: milliseconds, or a string understood by the `ms` package (`'30s'`, `'24h'`). */
+export type Duration = number | string;
+
+/** HTTP verbs the library can protect. GET, HEAD and OPTIONS are never protected. */
+export type IdempotentMethod = 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+/**
+ * Where the key comes from: the request header (`'header'`), the request fingerprint
+ * (`'fingerprint'`, a dedup window for clients that send no key), or a function.
+ */
+export type IdempotencyKeySource =
+  'header' | 'fingerprint' | ((context: ExecutionContext) => string | undefined);
+
+/**
+ * What a key is unique within. `'endpoint'`: verb + route template, plus the principal when the
+ * request is authenticated. `'user'`: the principal only (one key space per user across routes).
+ * `'global'`: nothing (one key space for the whole application). A function returns the parts.
+ */
+export type IdempotencyScope =
+  'endpoint' | 'user' | 'global' | ((context: ExecutionContext) => readonly string[]);
+
+/** Computes a request fingerprint; two requests with one key must have equal fingerprints. */
+export type IdempotencyFingerprintFn = (context: ExecutionContext) => string;
+
+/** Options of `@Idempotent()`, also accepted module-wide by `IdempotencyModule.forRoot()`. */
+export interface IdempotentOptions {
+  /**
+   * How long a completed response is replayed, from completion.
+   * @default '24h'
+   */
+  ttl?: Duration;
+  /**
+   * What the key is unique within.
+   * @default 'endpoint'
+   */
+  scope?: IdempotencyScope;
+  /**
+   * When `true`, a request without a key answers 400 `IDEMPOTENCY_KEY_MISSING`; when `false` the
+   * handler runs unprotected.
+   * @default true
+   */
+  required?: boolean;
+  /**
+   * Verbs a class-level `@Idempotent()` applies to. A handler-level decorator applies to the verb of
+   * its handler whatever this says (except GET, HEAD and OPTIONS, never protected).
+   * @default ['POST', 'PATCH']
+   */
+  methods?: readonly IdempotentMethod[];
+  /**
+   * Where the key comes from.
+   * @default 'header'
+   */
+  key?: IdempotencyKeySource;
+  /**
+   * Request fingerprint used to catch a key reused for another payload; `false` turns it off.
+   * The default hashes (SHA-256) the verb, route template, canonical JSON of the body (object keys
+   * sorted) and of the query.
+   * @default the built-in fingerprint
+   */
+  fingerprint?: IdempotencyFingerprintFn | false;
+  /**
+   * Lease length while the handler runs. It is renewed every `lockTtl / 3`; a process that dies
+   * stops renewing, and once the lease lapses the next retry runs the handler again.
+   * @default '30s'
+   */
+  lockTtl?: Duration;
+  /**
+   * What a duplicate does while the first request is in flight: `'reject'` answers 409 with
+   * `Retry-After`; `'wait'` waits up to `waitTimeout` for the first to finish and replays its
+   * response (409 on timeout).
+   * @default 'reject'
+   */
+  concurrent?: 'reject' | 'wait';
+  /**
+   * Longest wait of a duplicate with `concurrent: 'wait'`.
+   * @default '10s'
+   */
+  waitTimeout?: Duration;
+  /**
+   * Which statuses are stored and replayed. Others release the key, so a retry runs again.
+   * Non-HTTP errors always release.
+   * @default (status) => status < 500
+   */
+  storeIf?: (status: number) => boolean;
+  /**
+   * Response headers to replay besides the default allow-list (`Location`, `Content-Type`,
+   * `Content-Location`, `ETag`, `Last-Modified`). `Set-Cookie`, `Authorization` and hop-by-hop
+   * headers are never stored.
+   * @default []
+   */
+  replayHeaders?: readonly string[];
+  /**
+   * Largest stored body, in bytes of its encoded form. A larger response is sent but not stored:
+   * the key is released and a warning is logged.
+   * @default 1048576 (1 MiB)
+   */
+  maxResponseBytes?: number;
+  /**
+   * What happens when the store fails: `'closed'` answers 503 and the handler does not run;
+   * `'open'` runs the handler unprotected and logs an error.
+   * @default 'closed'
+   */
+  onStoreError?: 'closed' | 'open';
+  /**
+   * Request header carrying the key (case-insensitive).
+   * @default 'Idempotency-Key'
+   */
+  headerName?: string;
+  /**
+   * Status answered when a key is reused with another payload (some APIs prefer 409).
+   * @default 422
+   */
+  mismatchStatus?: number;
+  /**
+   * Resolves the authenticated principal put into the default scope.
+   * @default (context) => request.user?.id ?? request.user?.sub
+   */
+  principal?: (context: ExecutionContext) => string | number | undefined;
+}
+
+/** Options of `IdempotencyModule.forRoot()`: defaults for every route, and the store. */
+export interface IdempotencyModuleOptions extends IdempotentOptions {
+  /**
+   * The store keeping records. Pass an instance (for example a `RedisIdempotencyStore`).
+   * @default a new `MemoryIdempotencyStore` (one process only)
+   */
+  store?: IdempotencyStore;
+}
+
+/** A class that builds the module options, for `forRootAsync({ useClass })`. */
+export interface IdempotencyOptionsFactory {
+  createIdempotencyOptions(): Promise<IdempotencyModuleOptions> | IdempotencyModuleOptions;
+}
