@@ -67,7 +67,12 @@ export class MemoryIdempotencyStore extends IdempotencyStore implements OnModule
         leaseRemainingMs: record.expiresAt - now,
       };
     }
-    this.records.set(key, { state: 'in_flight', fingerprint, ownerToken, expiresAt: now + leaseMs });
+    this.records.set(key, {
+      state: 'in_flight',
+      fingerprint,
+      ownerToken,
+      expiresAt: now + leaseMs,
+    });
     return { outcome: 'acquired' };
   }
 

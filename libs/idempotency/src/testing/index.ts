@@ -1,0 +1,4 @@
+export {
+  describeIdempotencyStoreContract,
+  type IdempotencyStoreContractOptions,
+} from './store-contract';
