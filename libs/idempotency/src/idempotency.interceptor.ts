@@ -17,7 +17,7 @@ import {
 import { RouteParamtypes } from '@nestjs/common/enums/route-paramtypes.enum';
 import { HttpAdapterHost, Reflector } from '@nestjs/core';
 import { randomUUID } from 'node:crypto';
-import { catchError, concatMap, finalize, from, type Observable, takeLast, throwError } from 'rxjs';
+import { EMPTY, from, lastValueFrom, mergeMap, type Observable, of, throwError } from 'rxjs';
 import { decodeBody, encodeBody } from './body-codec';
 import { toMs } from './duration';
 import {
@@ -109,6 +109,7 @@ type HttpResponse = {
 };
 
 const NEVER_PROTECTED = new Set(['GET', 'HEAD', 'OPTIONS']);
+const NO_VALUE = Symbol('no value');
 const KEY_PREFIX = 'nestjs-idempotency:v1';
 const DEFAULT_METHODS: readonly IdempotentMethod[] = ['POST', 'PATCH'];
 
@@ -364,19 +365,22 @@ export class IdempotencyInterceptor implements NestInterceptor, OnApplicationShu
     route: RouteConfig,
   ): Observable<unknown> {
     this.startRenewal(claim);
-    return next.handle().pipe(
-      takeLast(1),
-      concatMap((value) => from(this.onResult(context, claim, route, value).then(() => value))),
-      catchError((error: unknown) =>
-        from(this.onError(claim, error)).pipe(concatMap(() => throwError(() => error))),
-      ),
-      finalize(() => {
-        // Completed without a value, or unsubscribed: never leave the key in flight.
-        if (!claim.settled) {
-          void this.settle(claim, 'release');
-        }
-      }),
+    // The handler runs to completion and settles the record even if the client goes away and Nest
+    // unsubscribes: releasing the key while the handler still runs would let a retry run it twice.
+    const outcome = lastValueFrom(next.handle(), { defaultValue: NO_VALUE }).then(
+      async (value) => {
+        await (value === NO_VALUE
+          ? this.settle(claim, 'release')
+          : this.onResult(context, claim, route, value));
+        return value;
+      },
+      async (error: unknown) => {
+        await this.onError(claim, error);
+        throw error;
+      },
     );
+    outcome.catch(() => undefined);
+    return from(outcome).pipe(mergeMap((value) => (value === NO_VALUE ? EMPTY : of(value))));
   }
 
   private async onResult(
