@@ -101,6 +101,7 @@ type HttpRequest = {
   route?: { path?: unknown };
   routeOptions?: { url?: string };
   user?: { id?: string | number; sub?: string | number };
+  [HANDLED]?: boolean;
 };
 
 type HttpResponse = {
@@ -110,6 +111,7 @@ type HttpResponse = {
 
 const NEVER_PROTECTED = new Set(['GET', 'HEAD', 'OPTIONS']);
 const NO_VALUE = Symbol('no value');
+const HANDLED = Symbol('nestjs-idempotency:handled');
 const KEY_PREFIX = 'nestjs-idempotency:v1';
 const DEFAULT_METHODS: readonly IdempotentMethod[] = ['POST', 'PATCH'];
 
@@ -152,9 +154,16 @@ export class IdempotencyInterceptor implements NestInterceptor, OnApplicationShu
     const request = context.switchToHttp().getRequest<HttpRequest>();
     const method = request.method.toUpperCase();
     const route = this.getRouteConfig(context);
-    if (!route || NEVER_PROTECTED.has(method) || (route.methods && !route.methods.has(method))) {
+    if (
+      !route ||
+      request[HANDLED] ||
+      NEVER_PROTECTED.has(method) ||
+      (route.methods && !route.methods.has(method))
+    ) {
       return next.handle();
     }
+    // Registered globally and with @UseInterceptors() too, it must claim once, not twice.
+    request[HANDLED] = true;
     const { options } = route;
     const template = this.getRoute(context, route.route);
     const fingerprint =
