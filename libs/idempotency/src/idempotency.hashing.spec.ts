@@ -1,0 +1,50 @@
+import { requestFingerprint, storageKey } from './idempotency.hashing';
+
+describe('storageKey', () => {
+  it('is a hex SHA-256', () => {
+    expect(storageKey(['a'])).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  it('length-prefixes parts so different splits never collide', () => {
+    expect(storageKey(['ab', 'c'])).not.toBe(storageKey(['a', 'bc']));
+    expect(storageKey(['a:b'])).not.toBe(storageKey(['a', 'b']));
+    expect(storageKey(['x', ''])).not.toBe(storageKey(['x']));
+  });
+
+  it('is stable', () => {
+    expect(storageKey(['p', 'k'])).toBe(storageKey(['p', 'k']));
+  });
+});
+
+describe('requestFingerprint', () => {
+  const base = { method: 'POST', route: '/orders', body: { a: 1, b: [1, 2] }, query: {} };
+
+  it('ignores the order of object keys', () => {
+    expect(requestFingerprint(base)).toBe(
+      requestFingerprint({ ...base, body: { b: [1, 2], a: 1 } }),
+    );
+  });
+
+  it.each([
+    ['the body', { body: { a: 2, b: [1, 2] } }],
+    ['array order', { body: { a: 1, b: [2, 1] } }],
+    ['the query', { query: { page: '2' } }],
+    ['the verb', { method: 'PATCH' }],
+    ['the route', { route: '/payments' }],
+    ['a string body of the same JSON', { body: '{"a":1,"b":[1,2]}' }],
+  ])('changes with %s', (_name, change) => {
+    expect(requestFingerprint({ ...base, ...change })).not.toBe(requestFingerprint(base));
+  });
+
+  it('treats the verb case-insensitively', () => {
+    expect(requestFingerprint({ ...base, method: 'post' })).toBe(requestFingerprint(base));
+  });
+
+  it('hashes raw bodies by their bytes', () => {
+    const raw = { ...base, body: Buffer.from('abc') };
+    expect(requestFingerprint(raw)).toBe(requestFingerprint({ ...raw, body: Buffer.from('abc') }));
+    expect(requestFingerprint(raw)).not.toBe(
+      requestFingerprint({ ...raw, body: Buffer.from('abd') }),
+    );
+  });
+});
