@@ -3,6 +3,7 @@ import {
   type CanActivate,
   Controller,
   type ExecutionContext,
+  Get,
   Injectable,
   Module,
   Post,
@@ -76,6 +77,32 @@ class WorkController {
     return { run: ++runs };
   }
 
+  @Post('per-user')
+  @Idempotent({ scope: 'user' })
+  perUser() {
+    return { run: ++runs };
+  }
+
+  @Post('per-user-too')
+  @Idempotent({ scope: 'user' })
+  perUserToo() {
+    return { run: ++runs };
+  }
+
+  @Post('custom-fingerprint')
+  @Idempotent({
+    fingerprint: (ctx) => String(ctx.switchToHttp().getRequest().body?.value),
+  })
+  customFingerprint(@Body() body: WorkBody) {
+    return { run: ++runs, body };
+  }
+
+  @Get('read')
+  @Idempotent()
+  read() {
+    return { run: ++runs };
+  }
+
   @Post('body-key')
   @Idempotent({ key: (ctx) => ctx.switchToHttp().getRequest().body?.idempotency_key })
   bodyKey() {
@@ -112,6 +139,7 @@ class ControlledStore extends MemoryIdempotencyStore {
   /** Mimics a process that died: its lease is never renewed. */
   renewals = true;
   completes: boolean[] = [];
+  renewCalls = 0;
 
   constructor() {
     super({ now: () => this.time, sweepIntervalMs: 0 });
@@ -134,6 +162,7 @@ class ControlledStore extends MemoryIdempotencyStore {
   }
 
   override async renew(options: RenewOptions): Promise<boolean> {
+    this.renewCalls++;
     return this.renewals ? super.renew(options) : true;
   }
 }
@@ -297,6 +326,71 @@ describe.each(PLATFORMS)('Idempotency lifecycle (%s)', (platform: Platform) => {
       const t1 = await work(t, '/work/tenant').set('x-tenant', 't1').set('Idempotency-Key', 'k');
       expect(t1.headers['idempotent-replayed']).toBe('true');
       expect(runs).toBe(3);
+    });
+  });
+
+  describe('user scope and custom fingerprints', () => {
+    it("shares one key space across a user's endpoints with scope user", async () => {
+      await work(t, '/work/per-user')
+        .set('x-user', 'alice')
+        .set('Idempotency-Key', 'u')
+        .expect(201);
+      // The same key on another endpoint is another operation: refused, not run.
+      const other = await work(t, '/work/per-user-too')
+        .set('x-user', 'alice')
+        .set('Idempotency-Key', 'u');
+      expect(other.status).toBe(422);
+      expect(other.body.code).toBe('IDEMPOTENCY_KEY_REUSED');
+      const bob = await work(t, '/work/per-user-too')
+        .set('x-user', 'bob')
+        .set('Idempotency-Key', 'u');
+      expect(bob.status).toBe(201);
+      expect(runs).toBe(2);
+    });
+
+    it('compares payloads with a custom fingerprint function', async () => {
+      await work(t, '/work/custom-fingerprint')
+        .set('Idempotency-Key', 'f')
+        .send({ value: 'v', extra: 1 })
+        .expect(201);
+      const same = await work(t, '/work/custom-fingerprint')
+        .set('Idempotency-Key', 'f')
+        .send({ value: 'v', extra: 2 });
+      expect(same.headers['idempotent-replayed']).toBe('true');
+      const other = await work(t, '/work/custom-fingerprint')
+        .set('Idempotency-Key', 'f')
+        .send({ value: 'w' });
+      expect(other.status).toBe(422);
+      expect(runs).toBe(1);
+    });
+
+    it('never protects GET, even with a handler decorator', async () => {
+      await request(t.url).get('/work/read').expect(200);
+      await request(t.url).get('/work/read').set('Idempotency-Key', 'r').expect(200);
+      await request(t.url).get('/work/read').set('Idempotency-Key', 'r').expect(200);
+      expect(runs).toBe(3);
+    });
+  });
+
+  describe('shutdown', () => {
+    it('stops renewing leases on application shutdown', async () => {
+      store.time = Date.now();
+      const realClock = setInterval(() => (store.time = Date.now()), 5);
+      try {
+        const pending = work(t)
+          .set('Idempotency-Key', 'stop')
+          .send({ ms: 600 })
+          .then((r) => r);
+        await delay(250);
+        expect(store.renewCalls).toBeGreaterThanOrEqual(1);
+        t.app.get(IdempotencyInterceptor).onApplicationShutdown();
+        const renewals = store.renewCalls;
+        await delay(300);
+        expect(store.renewCalls).toBe(renewals);
+        expect((await pending).status).toBe(201);
+      } finally {
+        clearInterval(realClock);
+      }
     });
   });
 
