@@ -1,0 +1,213 @@
+import type { OnModuleDestroy } from '@nestjs/common';
+import { Cluster, Redis, type ClusterNode, type ClusterOptions, type RedisOptions } from 'ioredis';
+import {
+  type ClaimOptions,
+  type ClaimResult,
+  type CompleteOptions,
+  IdempotencyStore,
+  type ReleaseOptions,
+  type RenewOptions,
+  type StoredResponse,
+} from '../idempotency-store';
+
+/** Options of {@link RedisIdempotencyStore}. */
+export interface RedisIdempotencyStoreOptions {
+  /**
+   * The Redis to use: an ioredis `Redis` or `Cluster` instance (the store leaves it open on close),
+   * or a URL / `RedisOptions` / `{ nodes, options }` for a Cluster, from which the store creates a
+   * client of its own and closes it on shutdown.
+   * @default 'redis://127.0.0.1:6379'
+   */
+  client?:
+    Redis | Cluster | string | RedisOptions | { nodes: ClusterNode[]; options?: ClusterOptions };
+  /**
+   * Prefix of every key. Each key is `prefix + '{' + storage key + '}'`, hash-tagged so one record
+   * lives in one Cluster slot.
+   * @default 'idempotency:'
+   */
+  keyPrefix?: string;
+  /**
+   * For a client the store creates: how long a command may take before it fails (and the request
+   * gets a 503), in milliseconds.
+   * @default 2000
+   */
+  commandTimeoutMs?: number;
+}
+
+// One script per operation, each touching one key: atomic on standalone Redis and on a Cluster.
+// A record is a hash { s: 'f' (in flight) | 'c' (completed), fp, o (owner), r (response) } whose
+// key expires (PEXPIRE) with the lease while in flight, and with the retention once completed.
+const CLAIM = `
+local rec = redis.call('HMGET', KEYS[1], 's', 'fp', 'r')
+if not rec[1] then
+  redis.call('HSET', KEYS[1], 's', 'f', 'fp', ARGV[1], 'o', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return {'a'}
+end
+if rec[1] == 'c' then
+  return {'c', rec[2], rec[3]}
+end
+return {'f', rec[2], redis.call('PTTL', KEYS[1])}
+`;
+
+const OWNED = `
+local rec = redis.call('HMGET', KEYS[1], 's', 'o')
+if rec[1] ~= 'f' or rec[2] ~= ARGV[1] then
+  return 0
+end
+`;
+
+const COMPLETE = `${OWNED}
+redis.call('HSET', KEYS[1], 's', 'c', 'r', ARGV[2])
+redis.call('HDEL', KEYS[1], 'o')
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+`;
+
+const RELEASE = `${OWNED}
+redis.call('DEL', KEYS[1])
+return 1
+`;
+
+const RENEW = `${OWNED}
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+`;
+
+interface IdempotencyCommands {
+  idempotencyClaim(
+    key: string,
+    fingerprint: string,
+    owner: string,
+    leaseMs: number,
+  ): Promise<[string, string?, (string | number)?]>;
+  idempotencyComplete(key: string, owner: string, response: string, ttlMs: number): Promise<number>;
+  idempotencyRelease(key: string, owner: string): Promise<number>;
+  idempotencyRenew(key: string, owner: string, leaseMs: number): Promise<number>;
+}
+
+type ScriptedClient = (Redis | Cluster) & IdempotencyCommands;
+
+/**
+ * A store in Redis, standalone or Cluster, through ioredis. Each operation is one Lua script
+ * (sent with EVALSHA, loaded once) in one round trip; a claim of a completed key returns the
+ * stored response in that same round trip. Records expire by Redis itself (`PEXPIRE`): the lease
+ * while in flight, the retention once completed, so there is nothing to purge.
+ *
+ * A Redis error or timeout is thrown, so the interceptor answers 503 (fail closed).
+ *
+ * @example
+ * IdempotencyModule.forRoot({ store: new RedisIdempotencyStore({ client: process.env.REDIS_URL }) })
+ */
+export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleDestroy {
+  /** The ioredis client in use. */
+  readonly client: Redis | Cluster;
+  private readonly scripted: ScriptedClient;
+  private readonly owned: boolean;
+  private readonly keyPrefix: string;
+
+  constructor(options: RedisIdempotencyStoreOptions = {}) {
+    super();
+    const { client = 'redis://127.0.0.1:6379', keyPrefix = 'idempotency:' } = options;
+    const commandTimeout = options.commandTimeoutMs ?? 2_000;
+    this.owned = !isClient(client);
+    if (isClient(client)) {
+      this.client = client;
+    } else if (typeof client === 'string') {
+      this.client = new Redis(client, { commandTimeout, maxRetriesPerRequest: 1 });
+    } else if ('nodes' in client) {
+      this.client = new Cluster(client.nodes, {
+        ...client.options,
+        redisOptions: { commandTimeout, maxRetriesPerRequest: 1, ...client.options?.redisOptions },
+      });
+    } else {
+      this.client = new Redis({ commandTimeout, maxRetriesPerRequest: 1, ...client });
+    }
+    this.keyPrefix = keyPrefix;
+    this.scripted = this.client as ScriptedClient;
+    if (typeof this.scripted.idempotencyClaim !== 'function') {
+      this.client.defineCommand('idempotencyClaim', { numberOfKeys: 1, lua: CLAIM });
+      this.client.defineCommand('idempotencyComplete', { numberOfKeys: 1, lua: COMPLETE });
+      this.client.defineCommand('idempotencyRelease', { numberOfKeys: 1, lua: RELEASE });
+      this.client.defineCommand('idempotencyRenew', { numberOfKeys: 1, lua: RENEW });
+    }
+  }
+
+  async claim({ key, fingerprint, ownerToken, leaseMs }: ClaimOptions): Promise<ClaimResult> {
+    const [outcome, fp, detail] = await this.scripted.idempotencyClaim(
+      this.redisKey(key),
+      fingerprint ?? '',
+      ownerToken,
+      Math.ceil(leaseMs),
+    );
+    const storedFingerprint = fp ? fp : null;
+    switch (outcome) {
+      case 'a':
+        return { outcome: 'acquired' };
+      case 'c':
+        return {
+          outcome: 'completed',
+          fingerprint: storedFingerprint,
+          response: JSON.parse(String(detail)) as StoredResponse,
+        };
+      default:
+        return {
+          outcome: 'in_flight',
+          fingerprint: storedFingerprint,
+          leaseRemainingMs: Math.max(0, Number(detail)),
+        };
+    }
+  }
+
+  async complete({ key, ownerToken, response, ttlMs }: CompleteOptions): Promise<boolean> {
+    const done = await this.scripted.idempotencyComplete(
+      this.redisKey(key),
+      ownerToken,
+      JSON.stringify(response),
+      Math.ceil(ttlMs),
+    );
+    return done === 1;
+  }
+
+  async release({ key, ownerToken }: ReleaseOptions): Promise<boolean> {
+    return (await this.scripted.idempotencyRelease(this.redisKey(key), ownerToken)) === 1;
+  }
+
+  async renew({ key, ownerToken, leaseMs }: RenewOptions): Promise<boolean> {
+    return (
+      (await this.scripted.idempotencyRenew(this.redisKey(key), ownerToken, Math.ceil(leaseMs))) ===
+      1
+    );
+  }
+
+  /** Closes the client if the store created it; a client passed in is left open. */
+  async close(): Promise<void> {
+    if (!this.owned || this.client.status === 'end') {
+      return;
+    }
+    const ended = new Promise((resolve) => this.client.once('end', resolve));
+    if (this.client.status === 'ready') {
+      await this.client.quit().catch(() => this.client.disconnect());
+    } else {
+      this.client.disconnect();
+    }
+    await ended;
+  }
+
+  async onModuleDestroy(): Promise<void> {
+    await this.close();
+  }
+
+  private redisKey(key: string): string {
+    return `${this.keyPrefix}{${key}}`;
+  }
+}
+
+/** A client from another copy of ioredis fails `instanceof`, so look at its shape instead. */
+function isClient(value: unknown): value is Redis | Cluster {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { defineCommand?: unknown }).defineCommand === 'function'
+  );
+}

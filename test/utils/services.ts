@@ -1,0 +1,43 @@
+import { connect } from 'node:net';
+
+/** How to start each service of the machine when it is down. */
+const START: Record<string, string> = {
+  Redis:
+    'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log',
+  PostgreSQL: 'pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start',
+  MariaDB: 'start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd',
+};
+
+/** Whether something accepts TCP connections on host:port. */
+export function reachable(host: string, port: number, timeoutMs = 1_000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host, port });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
+}
+
+/**
+ * `describe` when the server behind `url` is reachable. Otherwise, under CI a thrown error (a
+ * missing server is a failure there), elsewhere `describe.skip` and one line saying how to start it.
+ */
+export async function describeWithServer(
+  name: keyof typeof START,
+  url: string,
+): Promise<jest.Describe> {
+  const { hostname, port } = new URL(url);
+  if (await reachable(hostname, Number(port))) {
+    return describe;
+  }
+  const message = `${name} is not reachable at ${hostname}:${port}; start it with: ${START[name]}`;
+  if (process.env.CI) {
+    throw new Error(message);
+  }
+  console.warn(`skipping the ${name} suites: ${message}`);
+  return describe.skip;
+}
