@@ -16,7 +16,7 @@ module.exports = {
     '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.spec.json', useESM: true }],
   },
   moduleNameMapper: {
-    '^nestjs-idempotency/(testing|redis)$': '<rootDir>/libs/idempotency/src/$1',
+    '^nestjs-idempotency/(testing|redis|typeorm)$': '<rootDir>/libs/idempotency/src/$1',
     '^nestjs-idempotency$': '<rootDir>/libs/idempotency/src',
   },
   testEnvironment: 'node',

@@ -1,0 +1,185 @@
+/**
+ * The SQL of the TypeORM store, one set per dialect. Every statement takes the time from the
+ * database's clock, so application servers with skewed clocks agree on leases.
+ */
+export interface IdempotencyDialect {
+  /** Placeholder of the n-th (1-based) parameter. */
+  param(n: number): string;
+  /** Epoch milliseconds, from the database clock. */
+  readonly now: string;
+  /** Claims in one statement; `returnsRecord` when it also answers a held record (PostgreSQL). */
+  claim(table: string): string;
+  readonly claimReturnsRecord: boolean;
+  /** Whether `claim` says by its returned rows that the key was acquired (else: read back). */
+  readonly claimReturnsAcquired: boolean;
+  purge(table: string): string;
+  createTable(table: string): string[];
+  dropTable(table: string): string[];
+  /** Converts a boolean to what the driver stores. */
+  bool(value: boolean): boolean | number;
+}
+
+const TAKEOVER_COLUMNS =
+  'fingerprint, state, owner_token, lease_expires_at, expires_at, created_at, response_status, response_headers, response_body, response_error';
+
+const postgres: IdempotencyDialect = {
+  param: (n) => `$${n}`,
+  now: '(extract(epoch from clock_timestamp()) * 1000)::bigint',
+  claimReturnsRecord: true,
+  claimReturnsAcquired: true,
+  // The upsert takes the key when it is new or expired; the second branch reads a live record in
+  // the same round trip. Under a concurrent insert the snapshot may miss the row: the caller retries.
+  claim: (t) => `
+    WITH clock AS (SELECT ${postgres.now} AS ms),
+    claimed AS (
+      INSERT INTO ${t} AS r (storage_key, ${TAKEOVER_COLUMNS})
+      SELECT $1, $2, 'in_flight', $3, ms + $4::bigint, ms + $4::bigint, ms, NULL, NULL, NULL, NULL FROM clock
+      ON CONFLICT (storage_key) DO UPDATE SET
+        fingerprint = EXCLUDED.fingerprint, state = EXCLUDED.state, owner_token = EXCLUDED.owner_token,
+        lease_expires_at = EXCLUDED.lease_expires_at, expires_at = EXCLUDED.expires_at,
+        created_at = EXCLUDED.created_at, response_status = NULL, response_headers = NULL,
+        response_body = NULL, response_error = NULL
+      WHERE r.expires_at <= (SELECT ms FROM clock)
+      RETURNING storage_key
+    )
+    SELECT 'acquired'::varchar AS state, NULL::varchar AS fingerprint, NULL::varchar AS owner_token,
+      NULL::bigint AS lease_remaining_ms, NULL::integer AS response_status,
+      NULL::text AS response_headers, NULL::text AS response_body, NULL::boolean AS response_error
+    FROM claimed
+    UNION ALL
+    SELECT r.state, r.fingerprint, r.owner_token, r.lease_expires_at - (SELECT ms FROM clock),
+      r.response_status, r.response_headers, r.response_body, r.response_error
+    FROM ${t} r
+    WHERE r.storage_key = $1 AND r.expires_at > (SELECT ms FROM clock)
+      AND NOT EXISTS (SELECT 1 FROM claimed)`,
+  purge: (t) => `
+    DELETE FROM ${t} WHERE storage_key IN (
+      SELECT storage_key FROM ${t} WHERE expires_at <= ${postgres.now}
+      LIMIT $1 FOR UPDATE SKIP LOCKED)`,
+  createTable: (t) => [
+    `CREATE TABLE IF NOT EXISTS ${t} (
+      storage_key varchar(64) PRIMARY KEY,
+      fingerprint varchar(64) NULL,
+      state varchar(16) NOT NULL,
+      owner_token varchar(64) NULL,
+      lease_expires_at bigint NULL,
+      response_status integer NULL,
+      response_headers text NULL,
+      response_body text NULL,
+      response_error boolean NULL,
+      expires_at bigint NOT NULL,
+      created_at bigint NOT NULL)`,
+    `CREATE INDEX IF NOT EXISTS ${indexName(t)} ON ${t} (expires_at)`,
+  ],
+  dropTable: (t) => [`DROP TABLE IF EXISTS ${t}`],
+  bool: (value) => value,
+};
+
+const MYSQL_NOW = 'CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)';
+/** `ON DUPLICATE KEY UPDATE` assigns left to right, so `expires_at`, the condition, comes last. */
+const mysqlTakeover = (column: string, value: string) =>
+  `${column} = IF(expires_at <= ${MYSQL_NOW}, ${value}, ${column})`;
+
+const mysql: IdempotencyDialect = {
+  param: () => '?',
+  now: MYSQL_NOW,
+  claimReturnsRecord: false,
+  claimReturnsAcquired: false,
+  claim: (t) => `
+    INSERT INTO ${t} (storage_key, ${TAKEOVER_COLUMNS})
+    VALUES (?, ?, 'in_flight', ?, ${MYSQL_NOW} + ?, ${MYSQL_NOW} + ?, ${MYSQL_NOW}, NULL, NULL, NULL, NULL)
+    ON DUPLICATE KEY UPDATE
+      ${[
+        'fingerprint',
+        'state',
+        'owner_token',
+        'lease_expires_at',
+        'created_at',
+        'response_status',
+        'response_headers',
+        'response_body',
+        'response_error',
+        'expires_at',
+      ]
+        .map((column) => mysqlTakeover(column, `VALUES(${column})`))
+        .join(',\n      ')}`,
+  purge: (t) => `DELETE FROM ${t} WHERE expires_at <= ${MYSQL_NOW} LIMIT ?`,
+  createTable: (t) => [
+    `CREATE TABLE IF NOT EXISTS ${t} (
+      storage_key varchar(64) NOT NULL PRIMARY KEY,
+      fingerprint varchar(64) NULL,
+      state varchar(16) NOT NULL,
+      owner_token varchar(64) NULL,
+      lease_expires_at bigint NULL,
+      response_status int NULL,
+      response_headers mediumtext NULL,
+      response_body longtext NULL,
+      response_error tinyint(1) NULL,
+      expires_at bigint NOT NULL,
+      created_at bigint NOT NULL,
+      INDEX ${indexName(t)} (expires_at)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
+  ],
+  dropTable: (t) => [`DROP TABLE IF EXISTS ${t}`],
+  bool: (value) => (value ? 1 : 0),
+};
+
+const SQLITE_NOW = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
+
+const sqlite: IdempotencyDialect = {
+  param: () => '?',
+  now: SQLITE_NOW,
+  claimReturnsRecord: false,
+  claimReturnsAcquired: true,
+  claim: (t) => `
+    INSERT INTO ${t} (storage_key, ${TAKEOVER_COLUMNS})
+    VALUES (?, ?, 'in_flight', ?, ${SQLITE_NOW} + ?, ${SQLITE_NOW} + ?, ${SQLITE_NOW}, NULL, NULL, NULL, NULL)
+    ON CONFLICT (storage_key) DO UPDATE SET
+      fingerprint = excluded.fingerprint, state = excluded.state, owner_token = excluded.owner_token,
+      lease_expires_at = excluded.lease_expires_at, expires_at = excluded.expires_at,
+      created_at = excluded.created_at, response_status = NULL, response_headers = NULL,
+      response_body = NULL, response_error = NULL
+    WHERE ${t}.expires_at <= ${SQLITE_NOW}
+    RETURNING storage_key`,
+  purge: (t) => `
+    DELETE FROM ${t} WHERE storage_key IN (
+      SELECT storage_key FROM ${t} WHERE expires_at <= ${SQLITE_NOW} LIMIT ?)`,
+  createTable: (t) => [
+    `CREATE TABLE IF NOT EXISTS ${t} (
+      storage_key varchar(64) PRIMARY KEY NOT NULL,
+      fingerprint varchar(64) NULL,
+      state varchar(16) NOT NULL,
+      owner_token varchar(64) NULL,
+      lease_expires_at bigint NULL,
+      response_status integer NULL,
+      response_headers text NULL,
+      response_body text NULL,
+      response_error boolean NULL,
+      expires_at bigint NOT NULL,
+      created_at bigint NOT NULL)`,
+    `CREATE INDEX IF NOT EXISTS ${indexName(t)} ON ${t} (expires_at)`,
+  ],
+  dropTable: (t) => [`DROP TABLE IF EXISTS ${t}`],
+  bool: (value) => (value ? 1 : 0),
+};
+
+function indexName(table: string): string {
+  return `${table.replace(/\W/g, '_')}_expires_at`;
+}
+
+/** The dialect of a TypeORM driver type; throws, naming the supported ones, for any other. */
+export function dialectOf(type: string): IdempotencyDialect {
+  switch (type) {
+    case 'postgres':
+      return postgres;
+    case 'mysql':
+    case 'mariadb':
+      return mysql;
+    case 'better-sqlite3':
+      return sqlite;
+    default:
+      throw new Error(
+        `nestjs-idempotency: TypeOrmIdempotencyStore supports the postgres, mysql, mariadb and better-sqlite3 drivers; this DataSource uses "${type}".`,
+      );
+  }
+}

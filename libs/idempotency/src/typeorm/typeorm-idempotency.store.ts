@@ -1,0 +1,286 @@
+import { Logger, type OnModuleDestroy } from '@nestjs/common';
+import type { DataSource } from 'typeorm';
+import {
+  type ClaimOptions,
+  type ClaimResult,
+  type CompleteOptions,
+  IdempotencyStore,
+  type ReleaseOptions,
+  type RenewOptions,
+} from '../idempotency-store';
+import { dialectOf, type IdempotencyDialect } from './typeorm-dialects';
+
+/** Default table of the records, created by `CreateIdempotencyRecordsTable`. */
+export const IDEMPOTENCY_RECORDS_TABLE = 'idempotency_records';
+
+/** Options of {@link TypeOrmIdempotencyStore}. */
+export interface TypeOrmIdempotencyStoreOptions {
+  /**
+   * The DataSource holding the records (PostgreSQL, MySQL/MariaDB, or SQLite through
+   * better-sqlite3). With `@nestjs/typeorm`, inject it with `getDataSourceToken(name?)`.
+   */
+  dataSource: DataSource;
+  /**
+   * Table of the records.
+   * @default 'idempotency_records'
+   */
+  tableName?: string;
+  /**
+   * How often one unref'd timer deletes expired records, in milliseconds; `0` turns it off (run
+   * `purgeExpired()` from a cron job instead). Safe with several instances running it.
+   * @default 60000
+   */
+  purgeIntervalMs?: number;
+  /**
+   * Rows deleted per statement while purging, so a purge never holds long locks.
+   * @default 1000
+   */
+  purgeBatchSize?: number;
+}
+
+/** SQL text in the dialect's placeholders, and the named parameters in the order it takes them. */
+interface Statement {
+  text: string;
+  names: string[];
+}
+
+interface RecordRow {
+  state: string;
+  fingerprint: string | null;
+  owner_token: string | null;
+  lease_remaining_ms: string | number | null;
+  response_status: number | null;
+  response_headers: string | null;
+  response_body: string | null;
+  response_error: boolean | number | null;
+}
+
+/** Deadlock and serialization failures, which a retry of the same statement resolves. */
+const RETRYABLE = new Set(['ER_LOCK_DEADLOCK', '40P01', '40001', 'SQLITE_BUSY']);
+const MAX_ATTEMPTS = 5;
+
+/**
+ * A store in a SQL database through TypeORM: PostgreSQL, MySQL/MariaDB, or SQLite
+ * (better-sqlite3). Records live in one table (see `CreateIdempotencyRecordsTable` and the
+ * `IdempotencyRecord` entity).
+ *
+ * The claim is one upsert that inserts the key, or takes over an expired record or a lapsed
+ * lease, with no read-then-write window; on PostgreSQL the same statement returns a held record,
+ * so a replay costs one round trip (MySQL reads the row back in a second one). Complete, release
+ * and renew are single statements conditional on the owner token and a live lease. All times come
+ * from the database clock. Expired rows are purged in batches by one unref'd interval.
+ *
+ * @example
+ * IdempotencyModule.forRootAsync({
+ *   inject: [getDataSourceToken()],
+ *   useFactory: (dataSource: DataSource) => ({ store: new TypeOrmIdempotencyStore({ dataSource }) }),
+ * })
+ */
+export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModuleDestroy {
+  private readonly logger = new Logger('TypeOrmIdempotencyStore');
+  private readonly dataSource: DataSource;
+  private readonly dialect: IdempotencyDialect;
+  private readonly sql: Record<
+    'claim' | 'select' | 'complete' | 'release' | 'renew' | 'purge',
+    Statement
+  >;
+  private readonly purgeBatchSize: number;
+  private purgeTimer?: NodeJS.Timeout;
+  private purging?: Promise<number>;
+
+  constructor(options: TypeOrmIdempotencyStoreOptions) {
+    super();
+    const table = options.tableName ?? IDEMPOTENCY_RECORDS_TABLE;
+    if (!/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$/.test(table)) {
+      throw new Error(
+        `nestjs-idempotency: tableName must be a plain SQL identifier (optionally schema.table); got ${JSON.stringify(table)}.`,
+      );
+    }
+    this.dataSource = options.dataSource;
+    this.dialect = dialectOf(String(options.dataSource.options.type));
+    const d = this.dialect;
+    const owned = `storage_key = :key AND state = 'in_flight' AND owner_token = :owner AND lease_expires_at > ${d.now}`;
+    this.sql = {
+      claim: { text: d.claim(table), names: [] },
+      select: this
+        .compile(`SELECT state, fingerprint, owner_token, lease_expires_at - ${d.now} AS lease_remaining_ms,
+        response_status, response_headers, response_body, response_error
+        FROM ${table} WHERE storage_key = :key AND expires_at > ${d.now}`),
+      complete: this
+        .compile(`UPDATE ${table} SET state = 'completed', owner_token = NULL, lease_expires_at = NULL,
+        response_status = :status, response_headers = :headers, response_body = :body,
+        response_error = :error, expires_at = ${d.now} + :ttl WHERE ${owned}`),
+      release: this.compile(`DELETE FROM ${table} WHERE ${owned}`),
+      renew: this
+        .compile(`UPDATE ${table} SET lease_expires_at = ${d.now} + :lease, expires_at = ${d.now} + :lease
+        WHERE ${owned}`),
+      purge: { text: d.purge(table), names: [] },
+    };
+    this.purgeBatchSize = options.purgeBatchSize ?? 1_000;
+    const interval = options.purgeIntervalMs ?? 60_000;
+    if (interval > 0) {
+      this.purgeTimer = setInterval(() => {
+        this.purgeExpired().catch((error: unknown) =>
+          this.logger.error(`Purging expired idempotency records failed: ${String(error)}`),
+        );
+      }, interval);
+      this.purgeTimer.unref();
+    }
+  }
+
+  async claim({ key, fingerprint, ownerToken, leaseMs }: ClaimOptions): Promise<ClaimResult> {
+    const lease = Math.ceil(leaseMs);
+    const claimParams = this.dialect.claimReturnsRecord
+      ? [key, fingerprint, ownerToken, lease]
+      : [key, fingerprint, ownerToken, lease, lease];
+    for (let attempt = 1; ; attempt++) {
+      const rows = await this.run<RecordRow[] | { storage_key: string }[]>(
+        this.sql.claim.text,
+        claimParams,
+      );
+      let row: RecordRow | undefined;
+      if (this.dialect.claimReturnsRecord) {
+        row = (rows as RecordRow[])[0];
+      } else if (this.dialect.claimReturnsAcquired && Array.isArray(rows) && rows.length > 0) {
+        return { outcome: 'acquired' };
+      } else {
+        row = (await this.run<RecordRow[]>(...this.bind(this.sql.select, { key })))[0];
+        if (row?.state === 'in_flight' && row.owner_token === ownerToken) {
+          return { outcome: 'acquired' };
+        }
+      }
+      if (row?.state === 'acquired') {
+        return { outcome: 'acquired' };
+      }
+      if (row) {
+        return this.toResult(row);
+      }
+      // The record vanished between the upsert and the read (released, or not yet visible to
+      // this snapshot): claim again.
+      if (attempt >= MAX_ATTEMPTS) {
+        throw new Error('nestjs-idempotency: the claim did not settle after several attempts.');
+      }
+    }
+  }
+
+  async complete({ key, ownerToken, response, ttlMs }: CompleteOptions): Promise<boolean> {
+    return this.changed(this.sql.complete, {
+      key,
+      owner: ownerToken,
+      status: response.status,
+      headers: JSON.stringify(response.headers),
+      body: response.body,
+      error: this.dialect.bool(response.error === true),
+      ttl: Math.ceil(ttlMs),
+    });
+  }
+
+  async release({ key, ownerToken }: ReleaseOptions): Promise<boolean> {
+    return this.changed(this.sql.release, { key, owner: ownerToken });
+  }
+
+  async renew({ key, ownerToken, leaseMs }: RenewOptions): Promise<boolean> {
+    return this.changed(this.sql.renew, { key, owner: ownerToken, lease: Math.ceil(leaseMs) });
+  }
+
+  /**
+   * Deletes expired records in batches of `purgeBatchSize` and answers how many it removed. Safe
+   * to run from several instances at once (PostgreSQL skips rows another purge holds).
+   */
+  override async purgeExpired(): Promise<number> {
+    this.purging ??= this.purgeBatches().finally(() => {
+      this.purging = undefined;
+    });
+    return this.purging;
+  }
+
+  /** Stops the purge timer. The DataSource belongs to the application and stays open. */
+  onModuleDestroy(): void {
+    clearInterval(this.purgeTimer);
+    this.purgeTimer = undefined;
+  }
+
+  private async purgeBatches(): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const deleted = await this.affected(this.sql.purge.text, [this.purgeBatchSize]);
+      total += deleted;
+      if (deleted < this.purgeBatchSize) {
+        return total;
+      }
+    }
+  }
+
+  private toResult(row: RecordRow): ClaimResult {
+    if (row.state === 'completed') {
+      return {
+        outcome: 'completed',
+        fingerprint: row.fingerprint,
+        response: {
+          status: Number(row.response_status),
+          headers: JSON.parse(row.response_headers ?? '{}') as Record<string, string | string[]>,
+          body: row.response_body ?? '',
+          ...(row.response_error ? { error: true } : {}),
+        },
+      };
+    }
+    return {
+      outcome: 'in_flight',
+      fingerprint: row.fingerprint,
+      leaseRemainingMs: Math.max(0, Number(row.lease_remaining_ms)),
+    };
+  }
+
+  private async changed(statement: Statement, values: Record<string, unknown>): Promise<boolean> {
+    return (await this.affected(...this.bind(statement, values))) > 0;
+  }
+
+  /** Turns `:name` parameters into the dialect's placeholders (`$1` or `?`), once per statement. */
+  private compile(sql: string): Statement {
+    const names: string[] = [];
+    const text = sql.replace(/(?<!:):([a-z]+)\b/g, (_match, name: string) => {
+      if (this.dialect.param(1) === '?') {
+        names.push(name);
+        return '?';
+      }
+      let index = names.indexOf(name);
+      if (index < 0) {
+        index = names.push(name) - 1;
+      }
+      return this.dialect.param(index + 1);
+    });
+    return { text, names };
+  }
+
+  private bind(statement: Statement, values: Record<string, unknown>): [string, unknown[]] {
+    return [statement.text, statement.names.map((name) => values[name])];
+  }
+
+  private async affected(sql: string, params: unknown[]): Promise<number> {
+    const result = await this.withRetry((runner) => runner.query(sql, params, true));
+    return Number((result as { affected?: number }).affected ?? 0);
+  }
+
+  private async run<T>(sql: string, params: unknown[]): Promise<T> {
+    return this.withRetry((runner) => runner.query(sql, params)) as Promise<T>;
+  }
+
+  private async withRetry<T>(
+    work: (runner: ReturnType<DataSource['createQueryRunner']>) => Promise<T>,
+  ): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      const runner = this.dataSource.createQueryRunner();
+      try {
+        return await work(runner);
+      } catch (error) {
+        const code = (error as { driverError?: { code?: string }; code?: string }).driverError
+          ?.code;
+        if (attempt >= MAX_ATTEMPTS || !code || !RETRYABLE.has(code)) {
+          throw error;
+        }
+      } finally {
+        await runner.release();
+      }
+    }
+  }
+}
