@@ -5,6 +5,11 @@ import {
   MemoryIdempotencyStore,
 } from 'nestjs-idempotency';
 import { RedisIdempotencyStore } from 'nestjs-idempotency/redis';
+import {
+  CreateIdempotencyRecordsTable1763800000000,
+  TypeOrmIdempotencyStore,
+} from 'nestjs-idempotency/typeorm';
+import { DataSource } from 'typeorm';
 import request from 'supertest';
 import { calls, count, gates, OrdersController, PlainController, ResponsesController } from './app';
 import { createApp, PLATFORMS, type TestApp } from './platforms';
@@ -14,6 +19,29 @@ const PROBLEM = /^application\/problem\+json/;
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const withRedis = (await describeWithServer('Redis', REDIS_URL)) === describe;
+const POSTGRES_URL =
+  process.env.POSTGRES_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const withPostgres = (await describeWithServer('PostgreSQL', POSTGRES_URL)) === describe;
+const dataSources: DataSource[] = [];
+
+/** A TypeORM store on PostgreSQL, its table made by the library's migration. */
+function postgresStore(): IdempotencyStore {
+  const dataSource = new DataSource({
+    type: 'postgres',
+    url: POSTGRES_URL,
+    migrations: [CreateIdempotencyRecordsTable1763800000000],
+    migrationsTableName: 'idempotency_test_migrations',
+  });
+  dataSources.push(dataSource);
+  const ready = dataSource.initialize().then(() => dataSource.runMigrations());
+  // The store only queries once a request arrives, after createApp awaited `ready` below.
+  storesReady.push(ready);
+  return new TypeOrmIdempotencyStore({ dataSource, purgeIntervalMs: 0 });
+}
+const storesReady: Promise<unknown>[] = [];
+afterAll(async () => {
+  await Promise.all(dataSources.map((dataSource) => dataSource.destroy()));
+});
 
 /** Every HTTP case runs on each platform with each store. */
 const STORES: [string, () => IdempotencyStore][] = [
@@ -25,6 +53,9 @@ const STORES: [string, () => IdempotencyStore][] = [
           () => new RedisIdempotencyStore({ client: REDIS_URL, keyPrefix: `e2e:${randomUUID()}:` }),
         ] as [string, () => IdempotencyStore],
       ]
+    : []),
+  ...(withPostgres
+    ? [['typeorm-postgres', postgresStore] as [string, () => IdempotencyStore]]
     : []),
 ];
 const CASES = PLATFORMS.flatMap((platform) =>
@@ -49,6 +80,7 @@ describe.each(CASES)(
         imports: [IdempotencyModule.forRoot({ store: createStore() })],
         controllers: [OrdersController, PlainController, ResponsesController],
       });
+      await Promise.all(storesReady);
     });
     afterAll(() => t.app.close());
     beforeEach(() => calls.clear());
@@ -161,8 +193,9 @@ describe.each(CASES)(
       });
 
       it('unescapes \\" and \\\\ in structured-field strings', async () => {
-        await post('/orders', '"a\\"b\\\\c"').send({ sku: 'esc' }).expect(201);
-        const bare = await post('/orders', 'a"b\\c').send({ sku: 'esc' }).expect(201);
+        const k = key();
+        await post('/orders', `"${k}\\"b\\\\c"`).send({ sku: 'esc' }).expect(201);
+        const bare = await post('/orders', `${k}"b\\c`).send({ sku: 'esc' }).expect(201);
         expect(bare.headers['idempotent-replayed']).toBe('true');
         expect(count('create')).toBe(1);
       });

@@ -18,10 +18,12 @@ export interface TestApp {
  */
 export async function createApp(platform: Platform, metadata: ModuleMetadata): Promise<TestApp> {
   const moduleRef = await Test.createTestingModule(metadata).compile();
+  // E2E_LOG=1 shows the apps' logs, for debugging a failing case.
+  const logger = process.env.E2E_LOG ? undefined : false;
   const app =
     platform === 'fastify'
-      ? moduleRef.createNestApplication(new FastifyAdapter(), { logger: false })
-      : moduleRef.createNestApplication({ logger: false });
+      ? moduleRef.createNestApplication(new FastifyAdapter(), { logger })
+      : moduleRef.createNestApplication({ logger });
   await app.listen(0, '127.0.0.1');
   const { port } = app.getHttpServer().address() as { port: number };
   return { app, url: `http://127.0.0.1:${port}` };
