@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -71,6 +72,61 @@ for (const [name, describeDb, options] of DATABASES) {
       destroy: async (store) => {
         await stores.get(store as TypeOrmIdempotencyStore)?.destroy();
       },
+    });
+
+    describe('purging', () => {
+      const expire = async (store: TypeOrmIdempotencyStore, count: number) => {
+        const keys = Array.from({ length: count }, () => randomBytes(32).toString('hex'));
+        for (const key of keys) {
+          await store.claim({ key, fingerprint: null, ownerToken: 'o', leaseMs: 50 });
+        }
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        return keys;
+      };
+      const exists = async (dataSource: DataSource, key: string) =>
+        (
+          await dataSource.query(
+            `SELECT storage_key FROM idempotency_records WHERE storage_key = ${name === 'PostgreSQL' ? '$1' : '?'}`,
+            [key],
+          )
+        ).length > 0;
+
+      it('deletes every expired row in batches, from several instances at once', async () => {
+        const [a, b] = [await create(), await create()];
+        const small = [a, b].map(
+          (store) =>
+            new TypeOrmIdempotencyStore({
+              dataSource: stores.get(store)!,
+              purgeIntervalMs: 0,
+              purgeBatchSize: 2,
+            }),
+        );
+        const keys = await expire(a, 7);
+        const live = randomBytes(32).toString('hex');
+        await a.claim({ key: live, fingerprint: null, ownerToken: 'o', leaseMs: 60_000 });
+        const deleted = await Promise.all(small.map((store) => store.purgeExpired()));
+        expect(deleted[0] + deleted[1]).toBeGreaterThanOrEqual(keys.length);
+        for (const key of keys) {
+          expect(await exists(stores.get(a)!, key)).toBe(false);
+        }
+        expect(await exists(stores.get(a)!, live)).toBe(true);
+        for (const store of [a, b]) {
+          await stores.get(store)!.destroy();
+        }
+      });
+
+      it('purges on its interval until the module is destroyed', async () => {
+        const dataSource = await open();
+        const store = new TypeOrmIdempotencyStore({ dataSource, purgeIntervalMs: 100 });
+        const [key] = await expire(store, 1);
+        await new Promise((resolve) => setTimeout(resolve, 250));
+        expect(await exists(dataSource, key)).toBe(false);
+        store.onModuleDestroy();
+        const [later] = await expire(store, 1);
+        await new Promise((resolve) => setTimeout(resolve, 250));
+        expect(await exists(dataSource, later)).toBe(true);
+        await dataSource.destroy();
+      });
     });
   });
 }
