@@ -22,6 +22,32 @@ export interface IdempotencyDialect {
 const TAKEOVER_COLUMNS =
   'fingerprint, state, owner_token, lease_expires_at, expires_at, created_at, response_status, response_headers, response_body, response_error';
 
+/** What a claim that takes over an expired record sets (PostgreSQL and SQLite upserts). */
+const TAKEOVER_SET = `fingerprint = excluded.fingerprint, state = excluded.state,
+  owner_token = excluded.owner_token, lease_expires_at = excluded.lease_expires_at,
+  expires_at = excluded.expires_at, created_at = excluded.created_at, response_status = NULL,
+  response_headers = NULL, response_body = NULL, response_error = NULL`;
+
+/** The table, with the column types that differ by dialect. */
+const createTableSql = (
+  table: string,
+  types: { int: string; headers: string; body: string; bool: string },
+  extra: { columns?: string; options?: string } = {},
+) => `CREATE TABLE IF NOT EXISTS ${table} (
+  storage_key varchar(64) NOT NULL PRIMARY KEY,
+  fingerprint varchar(64) NULL,
+  state varchar(16) NOT NULL,
+  owner_token varchar(64) NULL,
+  lease_expires_at bigint NULL,
+  response_status ${types.int} NULL,
+  response_headers ${types.headers} NULL,
+  response_body ${types.body} NULL,
+  response_error ${types.bool} NULL,
+  expires_at bigint NOT NULL,
+  created_at bigint NOT NULL${extra.columns ?? ''})${extra.options ?? ''}`;
+
+const PORTABLE_TYPES = { int: 'integer', headers: 'text', body: 'text', bool: 'boolean' };
+
 const postgres: IdempotencyDialect = {
   param: (n) => `$${n}`,
   now: '(extract(epoch from clock_timestamp()) * 1000)::bigint',
@@ -34,11 +60,7 @@ const postgres: IdempotencyDialect = {
     claimed AS (
       INSERT INTO ${t} AS r (storage_key, ${TAKEOVER_COLUMNS})
       SELECT $1, $2, 'in_flight', $3, ms + $4::bigint, ms + $4::bigint, ms, NULL, NULL, NULL, NULL FROM clock
-      ON CONFLICT (storage_key) DO UPDATE SET
-        fingerprint = EXCLUDED.fingerprint, state = EXCLUDED.state, owner_token = EXCLUDED.owner_token,
-        lease_expires_at = EXCLUDED.lease_expires_at, expires_at = EXCLUDED.expires_at,
-        created_at = EXCLUDED.created_at, response_status = NULL, response_headers = NULL,
-        response_body = NULL, response_error = NULL
+      ON CONFLICT (storage_key) DO UPDATE SET ${TAKEOVER_SET}
       WHERE r.expires_at <= (SELECT ms FROM clock)
       RETURNING storage_key
     )
@@ -57,18 +79,7 @@ const postgres: IdempotencyDialect = {
       SELECT storage_key FROM ${t} WHERE expires_at <= ${postgres.now}
       LIMIT $1 FOR UPDATE SKIP LOCKED)`,
   createTable: (t) => [
-    `CREATE TABLE IF NOT EXISTS ${t} (
-      storage_key varchar(64) PRIMARY KEY,
-      fingerprint varchar(64) NULL,
-      state varchar(16) NOT NULL,
-      owner_token varchar(64) NULL,
-      lease_expires_at bigint NULL,
-      response_status integer NULL,
-      response_headers text NULL,
-      response_body text NULL,
-      response_error boolean NULL,
-      expires_at bigint NOT NULL,
-      created_at bigint NOT NULL)`,
+    createTableSql(t, PORTABLE_TYPES),
     `CREATE INDEX IF NOT EXISTS ${indexName(t)} ON ${t} (expires_at)`,
   ],
   dropTable: (t) => [`DROP TABLE IF EXISTS ${t}`],
@@ -105,20 +116,14 @@ const mysql: IdempotencyDialect = {
         .join(',\n      ')}`,
   purge: (t) => `DELETE FROM ${t} WHERE expires_at <= ${MYSQL_NOW} LIMIT ?`,
   createTable: (t) => [
-    `CREATE TABLE IF NOT EXISTS ${t} (
-      storage_key varchar(64) NOT NULL PRIMARY KEY,
-      fingerprint varchar(64) NULL,
-      state varchar(16) NOT NULL,
-      owner_token varchar(64) NULL,
-      lease_expires_at bigint NULL,
-      response_status int NULL,
-      response_headers mediumtext NULL,
-      response_body longtext NULL,
-      response_error tinyint(1) NULL,
-      expires_at bigint NOT NULL,
-      created_at bigint NOT NULL,
-      INDEX ${indexName(t)} (expires_at)
-    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
+    createTableSql(
+      t,
+      { int: 'int', headers: 'mediumtext', body: 'longtext', bool: 'tinyint(1)' },
+      {
+        columns: `,\n  INDEX ${indexName(t)} (expires_at)`,
+        options: ' ENGINE=InnoDB DEFAULT CHARSET=utf8mb4',
+      },
+    ),
   ],
   dropTable: (t) => [`DROP TABLE IF EXISTS ${t}`],
   bool: (value) => (value ? 1 : 0),
@@ -134,29 +139,14 @@ const sqlite: IdempotencyDialect = {
   claim: (t) => `
     INSERT INTO ${t} (storage_key, ${TAKEOVER_COLUMNS})
     VALUES (?, ?, 'in_flight', ?, ${SQLITE_NOW} + ?, ${SQLITE_NOW} + ?, ${SQLITE_NOW}, NULL, NULL, NULL, NULL)
-    ON CONFLICT (storage_key) DO UPDATE SET
-      fingerprint = excluded.fingerprint, state = excluded.state, owner_token = excluded.owner_token,
-      lease_expires_at = excluded.lease_expires_at, expires_at = excluded.expires_at,
-      created_at = excluded.created_at, response_status = NULL, response_headers = NULL,
-      response_body = NULL, response_error = NULL
+    ON CONFLICT (storage_key) DO UPDATE SET ${TAKEOVER_SET}
     WHERE ${t}.expires_at <= ${SQLITE_NOW}
     RETURNING storage_key`,
   purge: (t) => `
     DELETE FROM ${t} WHERE storage_key IN (
       SELECT storage_key FROM ${t} WHERE expires_at <= ${SQLITE_NOW} LIMIT ?)`,
   createTable: (t) => [
-    `CREATE TABLE IF NOT EXISTS ${t} (
-      storage_key varchar(64) PRIMARY KEY NOT NULL,
-      fingerprint varchar(64) NULL,
-      state varchar(16) NOT NULL,
-      owner_token varchar(64) NULL,
-      lease_expires_at bigint NULL,
-      response_status integer NULL,
-      response_headers text NULL,
-      response_body text NULL,
-      response_error boolean NULL,
-      expires_at bigint NOT NULL,
-      created_at bigint NOT NULL)`,
+    createTableSql(t, PORTABLE_TYPES),
     `CREATE INDEX IF NOT EXISTS ${indexName(t)} ON ${t} (expires_at)`,
   ],
   dropTable: (t) => [`DROP TABLE IF EXISTS ${t}`],
