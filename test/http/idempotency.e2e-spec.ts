@@ -399,9 +399,20 @@ describe.each(CASES)(
 
       it('runs the handler once for 50 simultaneous requests with one key (reject mode)', async () => {
         const k = key();
-        const responses = await Promise.all(
-          Array.from({ length: 50 }, () => post('/orders', k).send({ sku: 'x', delayMs: 100 })),
+        let answered = 0;
+        const pending = Array.from({ length: 50 }, () =>
+          post('/orders', k)
+            .send({ sku: 'x', gate: `g-${k}` })
+            .then((r) => {
+              answered++;
+              return r;
+            }),
         );
+        // The one handler that runs holds until the other 49 have their answer, so none of them can
+        // arrive after it finished and be replayed instead: the outcome does not depend on timing.
+        await waitFor(() => answered === 49, 15_000);
+        openGate(`g-${k}`);
+        const responses = await Promise.all(pending);
         const statuses = responses.map((r) => r.status);
         expect(count('create')).toBe(1);
         expect(statuses.filter((s) => s === 201)).toHaveLength(1);
