@@ -36,6 +36,7 @@ import {
   IdempotencyRequestInProgressException,
   IdempotencyStoreUnavailableException,
 } from './idempotency.errors';
+import { IdempotencyResponseCipher } from './idempotency.encryption';
 import { requestFingerprint, storageKey } from './idempotency.hashing';
 import type {
   IdempotencyModuleOptions,
@@ -134,6 +135,8 @@ export class IdempotencyInterceptor implements NestInterceptor, OnApplicationShu
   private readonly routes = new WeakMap<object, RouteConfig | null>();
   private readonly claims = new Set<Claim>();
   private readonly defaults: IdempotentOptions;
+  /** Set when `encryption` is configured; `undefined` keeps the stored form in clear. */
+  private readonly cipher?: IdempotencyResponseCipher;
 
   constructor(
     @Inject(IDEMPOTENCY_MODULE_OPTIONS) moduleOptions: IdempotencyModuleOptions,
@@ -141,8 +144,10 @@ export class IdempotencyInterceptor implements NestInterceptor, OnApplicationShu
     protected readonly reflector: Reflector,
     protected readonly adapterHost: HttpAdapterHost,
   ) {
-    const { store: _store, ...defaults } = moduleOptions;
+    const { store: _store, encryption, ...defaults } = moduleOptions;
     this.defaults = defaults;
+    // Throws at bootstrap, naming the option, when a key or the key id is invalid.
+    this.cipher = encryption ? new IdempotencyResponseCipher(encryption) : undefined;
     // Throws at bootstrap, naming the option, when a module default is invalid.
     this.resolveOptions(defaults);
   }
@@ -207,8 +212,18 @@ export class IdempotencyInterceptor implements NestInterceptor, OnApplicationShu
     }
     this.checkFingerprint(context, claim, result);
     switch (result.outcome) {
-      case 'completed':
-        return this.replay(context, result.response);
+      case 'completed': {
+        let stored = result.response;
+        if (this.cipher) {
+          try {
+            stored = this.cipher.decrypt(stored, claim.key);
+          } catch (error) {
+            // Never replayed and never run: answered like a store failure (onStoreError).
+            return this.onStoreFailure(context, next, error);
+          }
+        }
+        return this.replay(context, stored);
+      }
       case 'in_flight':
         throw this.inProgress(context, result.leaseRemainingMs);
       case 'acquired':
@@ -468,7 +483,12 @@ export class IdempotencyInterceptor implements NestInterceptor, OnApplicationShu
     try {
       const done =
         action === 'complete' && response
-          ? await this.store.complete({ key, ownerToken, response, ttlMs: claim.options.ttlMs })
+          ? await this.store.complete({
+              key,
+              ownerToken,
+              response: this.cipher ? this.cipher.encrypt(response, key) : response,
+              ttlMs: claim.options.ttlMs,
+            })
           : await this.store.release({ key, ownerToken });
       if (!done) {
         this.logger.warn(

@@ -121,6 +121,43 @@ export interface IdempotentOptions {
   principal?: (context: ExecutionContext) => string | number | undefined;
 }
 
+/**
+ * A 256-bit AES key: a `Buffer` (or any `Uint8Array`) of 32 bytes, a string of 64 hex characters,
+ * or the base64 (or base64url) form of 32 bytes (44 characters with its `=`, 43 without).
+ */
+export type IdempotencyEncryptionKey = Buffer | Uint8Array | string;
+
+/**
+ * Encryption at rest of stored responses with AES-256-GCM (`node:crypto`). The stored body and
+ * headers become one authenticated ciphertext; the status, the fingerprint hash and the hashed
+ * storage key stay in clear (the stores need them).
+ *
+ * Rotation: add the new key to `keys`, point `keyId` at it (new records use it, old ones still
+ * decrypt), and remove the old key once the longest `ttl` has passed since the switch.
+ *
+ * @example
+ * // Generate a key: `openssl rand -base64 32`, or `randomBytes(32)` from node:crypto.
+ * encryption: {
+ *   keyId: '2026-01',
+ *   keys: { '2026-01': process.env.IDEMPOTENCY_KEY_2026_01! },
+ * }
+ */
+export interface IdempotencyEncryptionOptions {
+  /**
+   * Id of the key in `keys` that encrypts new records. It is written in clear into every record
+   * (so the matching key decrypts it): 1 to 64 letters, digits, `.`, `_` or `-`; never a secret.
+   * @example '2026-01'
+   */
+  keyId: string;
+  /**
+   * Every key that may decrypt a record, by id; `keys[keyId]` also encrypts. Each is 32 bytes: a
+   * `Buffer`, 64 hex characters, or base64 of 32 bytes. A record whose key id is missing here is
+   * never replayed and never runs the handler: it answers like a store failure (`onStoreError`).
+   * @example { '2026-01': randomBytes(32), '2025-07': process.env.IDEMPOTENCY_KEY_2025_07! }
+   */
+  keys: Readonly<Record<string, IdempotencyEncryptionKey>>;
+}
+
 /** Options of `IdempotencyModule.forRoot()`: defaults for every route, and the store. */
 export interface IdempotencyModuleOptions extends IdempotentOptions {
   /**
@@ -128,6 +165,16 @@ export interface IdempotencyModuleOptions extends IdempotentOptions {
    * @default a new `MemoryIdempotencyStore` (one process only)
    */
   store?: IdempotencyStore;
+  /**
+   * Encrypt stored response bodies and headers at rest with AES-256-GCM. Records stored before it
+   * was turned on still replay. A record that cannot be decrypted (unknown key id, altered, wrong
+   * key) answers 503 `IDEMPOTENCY_STORE_UNAVAILABLE` without running the handler (with
+   * `onStoreError: 'open'`, the handler runs unprotected), and an error naming the key id is logged.
+   * Module only.
+   * @default undefined (stored in clear)
+   * @example encryption: { keyId: 'k1', keys: { k1: process.env.IDEMPOTENCY_KEY! } }
+   */
+  encryption?: IdempotencyEncryptionOptions;
 }
 
 /** A class that builds the module options, for `forRootAsync({ useClass })`. */
