@@ -392,6 +392,19 @@ describe.each(CASES)(
       });
       expect(runs).toBe(1);
     });
+
+    it('never runs the handler again for an encrypted record once encryption is off', async () => {
+      const key = randomUUID();
+      await withApp({ encryption: only1 }, async (url) => {
+        await signup(url, key).expect(201);
+      });
+      await withApp({}, async (url) => {
+        // Documented: the record cannot be read without its key; the request fails (500).
+        const res = await signup(url, key).expect(500);
+        expect(JSON.stringify(res.body)).not.toContain(MARKER);
+      });
+      expect(runs).toBe(1);
+    });
   },
 );
 
