@@ -1,11 +1,59 @@
-import { Module } from '@nestjs/common';
+import { type DynamicModule, Module } from '@nestjs/common';
+import { APP_FILTER } from '@nestjs/core';
+import { getDataSourceToken, TypeOrmModule } from '@nestjs/typeorm';
 import { IdempotencyModule } from 'nestjs-idempotency';
-import { OrdersController } from './orders/orders.controller';
-import { OrdersService } from './orders/orders.service';
+import type { DataSource } from 'typeorm';
+import { ProblemDetailsFilter } from './common/problem-details.filter';
+import { ORDERS_API_CONFIG, type OrdersApiConfig } from './config/orders-api.config';
+import { dataSourceOptions, openDatabase } from './database/database';
+import { EmailsModule } from './emails/emails.module';
+import { HealthModule } from './health/health.module';
+import { createIdempotencyStore } from './idempotency/idempotency-store.factory';
+import { OrdersModule } from './orders/orders.module';
+import { PaymentsModule } from './payments/payments.module';
 
-@Module({
-  imports: [IdempotencyModule.forRoot()],
-  controllers: [OrdersController],
-  providers: [OrdersService],
-})
-export class AppModule {}
+/** Holds the configuration, for every module of the app. */
+@Module({})
+class ConfigHolderModule {
+  static register(config: OrdersApiConfig): DynamicModule {
+    return {
+      module: ConfigHolderModule,
+      global: true,
+      providers: [{ provide: ORDERS_API_CONFIG, useValue: config }],
+      exports: [ORDERS_API_CONFIG],
+    };
+  }
+}
+
+/** The orders API; `forRoot(loadConfig())` builds it from the environment. */
+@Module({})
+export class AppModule {
+  static forRoot(config: OrdersApiConfig): DynamicModule {
+    return {
+      module: AppModule,
+      imports: [
+        ConfigHolderModule.register(config),
+        TypeOrmModule.forRootAsync({
+          useFactory: () => ({
+            ...dataSourceOptions(config.database),
+            retryAttempts: 3,
+            retryDelay: 1_000,
+          }),
+          dataSourceFactory: async (options) => openDatabase(options!),
+        }),
+        IdempotencyModule.forRootAsync({
+          inject: [getDataSourceToken()],
+          useFactory: (dataSource: DataSource) => ({
+            lockTtl: config.idempotencyLockTtlMs,
+            store: createIdempotencyStore(config, dataSource),
+          }),
+        }),
+        OrdersModule,
+        PaymentsModule,
+        EmailsModule,
+        HealthModule,
+      ],
+      providers: [{ provide: APP_FILTER, useClass: ProblemDetailsFilter }],
+    };
+  }
+}

@@ -1,0 +1,138 @@
+import {
+  type ArgumentsHost,
+  Catch,
+  type ExceptionFilter,
+  HttpException,
+  HttpStatus,
+  Logger,
+} from '@nestjs/common';
+import { HttpAdapterHost } from '@nestjs/core';
+import { STATUS_CODES } from 'node:http';
+import { type Problem, problem, PROBLEM_CONTENT_TYPE, ProblemCode } from './problem';
+
+const CODES: Partial<Record<number, ProblemCode>> = {
+  [HttpStatus.BAD_REQUEST]: ProblemCode.ValidationFailed,
+  [HttpStatus.NOT_FOUND]: ProblemCode.NotFound,
+  [HttpStatus.PAYLOAD_TOO_LARGE]: ProblemCode.BodyTooLarge,
+  [HttpStatus.UNSUPPORTED_MEDIA_TYPE]: ProblemCode.UnsupportedMediaType,
+};
+
+/** What body-parser (Express) attaches to the errors it throws. */
+interface BodyParserError {
+  type?: string;
+  status?: number;
+  statusCode?: number;
+  expose?: boolean;
+}
+
+/**
+ * Renders every error as `application/problem+json` (RFC 9457): the library's and the app's own
+ * problems as they are, Nest's HTTP exceptions and body-parser errors translated, and anything
+ * else as a 500 whose details stay in the log.
+ */
+@Catch()
+export class ProblemDetailsFilter implements ExceptionFilter {
+  private readonly logger = new Logger('Problem');
+
+  constructor(private readonly adapterHost: HttpAdapterHost) {}
+
+  catch(exception: unknown, host: ArgumentsHost): void {
+    const { httpAdapter } = this.adapterHost;
+    const response = host.switchToHttp().getResponse();
+    const body = this.toProblem(exception);
+    if (body.status >= 500) {
+      this.logger.error(
+        body.detail,
+        exception instanceof Error ? exception.stack : String(exception),
+      );
+    }
+    httpAdapter.setHeader(response, 'Content-Type', PROBLEM_CONTENT_TYPE);
+    httpAdapter.reply(response, body, body.status);
+  }
+
+  private toProblem(exception: unknown): Problem {
+    if (exception instanceof HttpException) {
+      return this.fromHttpException(exception);
+    }
+    return (
+      bodyParserProblem(exception) ??
+      problem(
+        HttpStatus.INTERNAL_SERVER_ERROR,
+        ProblemCode.InternalError,
+        'Internal server error',
+        'The server could not process the request.',
+      )
+    );
+  }
+
+  private fromHttpException(exception: HttpException): Problem {
+    const status = exception.getStatus();
+    const response = exception.getResponse();
+    if (isProblem(response)) {
+      return response;
+    }
+    const title = STATUS_CODES[status] ?? 'Error';
+    const message =
+      typeof response === 'string'
+        ? response
+        : ((response as { message?: unknown }).message ?? exception.message);
+    const code =
+      CODES[status] ?? (status >= 500 ? ProblemCode.InternalError : ProblemCode.HttpError);
+    return problem(
+      status,
+      code,
+      title,
+      status >= 500
+        ? 'The server could not process the request.'
+        : Array.isArray(message)
+          ? message.join('; ')
+          : String(message),
+    );
+  }
+}
+
+/**
+ * The problem for an error of Express's body parser (malformed JSON, too large, bad charset), or
+ * `undefined` when `error` is not one.
+ */
+export function bodyParserProblem(error: unknown): Problem | undefined {
+  const parserError = error as BodyParserError | undefined;
+  const status = parserError?.status ?? parserError?.statusCode;
+  if (!parserError?.expose || typeof status !== 'number' || status < 400 || status >= 500) {
+    return undefined;
+  }
+  switch (parserError.type) {
+    case 'entity.too.large':
+      return problem(
+        HttpStatus.PAYLOAD_TOO_LARGE,
+        ProblemCode.BodyTooLarge,
+        'Request body too large',
+        'The request body is larger than this server accepts.',
+      );
+    case 'encoding.unsupported':
+    case 'charset.unsupported':
+      return problem(
+        HttpStatus.UNSUPPORTED_MEDIA_TYPE,
+        ProblemCode.UnsupportedMediaType,
+        'Unsupported media type',
+        'The request body must be JSON in UTF-8.',
+      );
+    default:
+      return problem(
+        status,
+        ProblemCode.MalformedBody,
+        'Malformed request body',
+        'The request body is not valid JSON.',
+      );
+  }
+}
+
+function isProblem(value: unknown): value is Problem {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as Problem).type === 'string' &&
+    typeof (value as Problem).title === 'string' &&
+    typeof (value as Problem).status === 'number'
+  );
+}

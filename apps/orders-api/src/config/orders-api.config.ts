@@ -1,0 +1,172 @@
+import ms from 'ms';
+
+/** Where the app keeps its tables, from `DATABASE_URL`. */
+export type DatabaseConfig =
+  | { type: 'postgres'; url: string }
+  | { type: 'mysql' | 'mariadb'; url: string }
+  | { type: 'better-sqlite3'; database: string };
+
+/** Which store keeps the idempotency records, from `IDEMPOTENCY_STORE`. */
+export type IdempotencyStoreKind = 'typeorm' | 'redis' | 'memory';
+
+/** The whole configuration of the orders API, read once from the environment at start. */
+export interface OrdersApiConfig {
+  /** `PORT`, default 3000. */
+  port: number;
+  /** `HOST`, default all interfaces. */
+  host?: string;
+  /** `DATABASE_URL`: `postgres://...`, `mysql://...` / `mariadb://...`, or a SQLite file path. */
+  database: DatabaseConfig;
+  /** `IDEMPOTENCY_STORE`, default `typeorm` (the app's own database). */
+  idempotencyStore: IdempotencyStoreKind;
+  /** `REDIS_URL`, default `redis://127.0.0.1:6379`; used when the store is `redis`. */
+  redisUrl: string;
+  /** `IDEMPOTENCY_LOCK_TTL` (ms or a duration string), default 30 s: the lease of a running request. */
+  idempotencyLockTtlMs: number;
+  /** `PAYMENT_GATEWAY_LATENCY_MS`, default 0: how long the simulated gateway takes per charge. */
+  gatewayLatencyMs: number;
+  /** `PAYMENT_GATEWAY_FAILURE_RATE` between 0 and 1, default 0: share of charges that fail (502). */
+  gatewayFailureRate: number;
+  /**
+   * `PAYMENT_LEASE` (ms or a duration string), default 30 s: how long a payment attempt holds its
+   * order. A pending payment left behind by a process that died is taken over after it.
+   */
+  paymentLeaseMs: number;
+  /** `BODY_LIMIT`, default `100kb`: larger request bodies get 413. */
+  bodyLimit: string;
+  /** `SHUTDOWN_TIMEOUT` (ms or a duration string), default 10 s: how long shutdown waits for requests. */
+  shutdownTimeoutMs: number;
+}
+
+/** A variable that does not parse; the message names it and what it accepts. */
+export class ConfigError extends Error {
+  constructor(variable: string, expected: string, got: string) {
+    super(`orders-api: ${variable} must be ${expected}; got ${JSON.stringify(got)}.`);
+    this.name = 'ConfigError';
+  }
+}
+
+const DEFAULT_SQLITE_FILE = 'orders-api.sqlite';
+
+/**
+ * Reads the configuration from `env` (the process environment by default) and checks every value,
+ * so a mistake fails at start with the variable's name rather than on the first request.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): OrdersApiConfig {
+  return {
+    port: integer(env, 'PORT', 3000, 0, 65_535),
+    host: env.HOST || undefined,
+    database: parseDatabaseUrl(env.DATABASE_URL),
+    idempotencyStore: oneOf(env, 'IDEMPOTENCY_STORE', ['typeorm', 'redis', 'memory'], 'typeorm'),
+    redisUrl: redisUrl(env.REDIS_URL),
+    idempotencyLockTtlMs: duration(env, 'IDEMPOTENCY_LOCK_TTL', '30s'),
+    gatewayLatencyMs: integer(env, 'PAYMENT_GATEWAY_LATENCY_MS', 0, 0, 600_000),
+    gatewayFailureRate: rate(env, 'PAYMENT_GATEWAY_FAILURE_RATE'),
+    paymentLeaseMs: duration(env, 'PAYMENT_LEASE', '30s'),
+    bodyLimit: bodyLimit(env.BODY_LIMIT),
+    shutdownTimeoutMs: duration(env, 'SHUTDOWN_TIMEOUT', '10s'),
+  };
+}
+
+/**
+ * `postgres://` / `postgresql://` is PostgreSQL, `mysql://` MySQL and `mariadb://` MariaDB (both
+ * through mysql2); anything else is a SQLite file path (`sqlite:` or `file:` prefixes allowed).
+ */
+export function parseDatabaseUrl(value: string | undefined): DatabaseConfig {
+  const url = value?.trim();
+  if (!url) {
+    return { type: 'better-sqlite3', database: DEFAULT_SQLITE_FILE };
+  }
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url)?.[1]?.toLowerCase();
+  switch (scheme) {
+    case 'postgres':
+    case 'postgresql':
+      return { type: 'postgres', url };
+    case 'mysql':
+      return { type: 'mysql', url };
+    case 'mariadb':
+      // mysql2 parses the URL; it knows the mysql scheme only.
+      return { type: 'mariadb', url: url.replace(/^mariadb:/i, 'mysql:') };
+    case undefined:
+    case 'sqlite':
+    case 'file':
+      return { type: 'better-sqlite3', database: url.replace(/^(sqlite|file):(\/\/)?/i, '') };
+    default:
+      throw new ConfigError(
+        'DATABASE_URL',
+        'a postgres://, mysql:// or mariadb:// URL, or a SQLite file path',
+        url,
+      );
+  }
+}
+
+function redisUrl(value: string | undefined): string {
+  const url = value?.trim() || 'redis://127.0.0.1:6379';
+  if (!/^rediss?:\/\//i.test(url)) {
+    throw new ConfigError('REDIS_URL', 'a redis:// or rediss:// URL', url);
+  }
+  return url;
+}
+
+function integer(
+  env: NodeJS.ProcessEnv,
+  name: string,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
+  const raw = env[name]?.trim();
+  if (!raw) {
+    return fallback;
+  }
+  const value = Number(raw);
+  if (!/^\d+$/.test(raw) || value < min || value > max) {
+    throw new ConfigError(name, `an integer from ${min} to ${max}`, raw);
+  }
+  return value;
+}
+
+function rate(env: NodeJS.ProcessEnv, name: string): number {
+  const raw = env[name]?.trim();
+  if (!raw) {
+    return 0;
+  }
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < 0 || value > 1) {
+    throw new ConfigError(name, 'a number from 0 to 1', raw);
+  }
+  return value;
+}
+
+function duration(env: NodeJS.ProcessEnv, name: string, fallback: string): number {
+  const raw = env[name]?.trim() || fallback;
+  const value = /^\d+$/.test(raw) ? Number(raw) : ms(raw as ms.StringValue);
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw new ConfigError(name, "milliseconds or a duration such as '500ms', '30s' or '1h'", raw);
+  }
+  return value;
+}
+
+function bodyLimit(value: string | undefined): string {
+  const raw = value?.trim() || '100kb';
+  if (!/^\d+(b|kb|mb)?$/i.test(raw)) {
+    throw new ConfigError('BODY_LIMIT', "a size such as '100kb' or '1mb'", raw);
+  }
+  return raw;
+}
+
+function oneOf<T extends string>(
+  env: NodeJS.ProcessEnv,
+  name: string,
+  values: readonly T[],
+  fallback: T,
+): T {
+  const raw = env[name]?.trim().toLowerCase() || fallback;
+  if (!values.includes(raw as T)) {
+    throw new ConfigError(name, `one of ${values.join(', ')}`, raw);
+  }
+  return raw as T;
+}
+
+/** Injection token of the {@link OrdersApiConfig}. */
+export const ORDERS_API_CONFIG = Symbol('ORDERS_API_CONFIG');

@@ -1,0 +1,28 @@
+/** The driver's error code of a failed query (TypeORM wraps it in `driverError`). */
+function codeOf(error: unknown): string | undefined {
+  const driverError = (error as { driverError?: { code?: unknown } })?.driverError;
+  const code = driverError?.code ?? (error as { code?: unknown })?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/** A unique or primary key violation, on PostgreSQL, MySQL/MariaDB or SQLite. */
+export function isUniqueViolation(error: unknown): boolean {
+  const code = codeOf(error);
+  return (
+    code === '23505' ||
+    code === 'ER_DUP_ENTRY' ||
+    code === 'SQLITE_CONSTRAINT_UNIQUE' ||
+    code === 'SQLITE_CONSTRAINT_PRIMARYKEY'
+  );
+}
+
+/** A foreign key violation (a missing parent, or a parent that still has children). */
+export function isForeignKeyViolation(error: unknown): boolean {
+  const code = codeOf(error);
+  return (
+    code === '23503' ||
+    code === 'ER_NO_REFERENCED_ROW_2' ||
+    code === 'ER_ROW_IS_REFERENCED_2' ||
+    code === 'SQLITE_CONSTRAINT_FOREIGNKEY'
+  );
+}

@@ -1,0 +1,57 @@
+import { Body, Controller, Get, Param, Post, Query, Res } from '@nestjs/common';
+import {
+  ApiBadGatewayResponse,
+  ApiConflictResponse,
+  ApiCreatedResponse,
+  ApiNotFoundResponse,
+  ApiOkResponse,
+  ApiQuery,
+  ApiTags,
+  ApiUnprocessableEntityResponse,
+} from '@nestjs/swagger';
+import { Idempotent } from 'nestjs-idempotency';
+import type { HttpResponse } from '../common/http';
+import { CreatePaymentDto, PaymentResponse } from './dto/payment.dto';
+import { PaymentsService } from './payments.service';
+
+@ApiTags('payments')
+@Controller('payments')
+export class PaymentsController {
+  constructor(private readonly payments: PaymentsService) {}
+
+  /**
+   * Pays an order once per Idempotency-Key, and once per order whatever the key. A gateway failure
+   * (502) releases the key, so the client retries with the same one. A 409 (the order is being
+   * paid under another key) is not stored either: it describes a moment, not this request's result.
+   */
+  @Post()
+  @Idempotent({ storeIf: (status) => status < 500 && status !== 409 })
+  @ApiCreatedResponse({ type: PaymentResponse, description: 'Charged; the order is now paid.' })
+  @ApiNotFoundResponse({ description: 'No such order.' })
+  @ApiConflictResponse({ description: 'The order is paid, or a payment for it is under way.' })
+  @ApiUnprocessableEntityResponse({ description: "The amount differs from the order's total." })
+  @ApiBadGatewayResponse({ description: 'The gateway failed; nothing was charged; retry.' })
+  async create(
+    @Body() dto: CreatePaymentDto,
+    @Res({ passthrough: true }) res: HttpResponse,
+  ): Promise<PaymentResponse> {
+    const payment = await this.payments.pay(dto);
+    res.header('Location', `/payments/${payment.id}`);
+    return PaymentResponse.of(payment);
+  }
+
+  @Get()
+  @ApiQuery({ name: 'orderId', required: false })
+  @ApiOkResponse({ type: [PaymentResponse] })
+  async list(@Query('orderId') orderId?: string): Promise<PaymentResponse[]> {
+    const payments = await this.payments.list(typeof orderId === 'string' ? orderId : undefined);
+    return payments.map((payment) => PaymentResponse.of(payment));
+  }
+
+  @Get(':id')
+  @ApiOkResponse({ type: PaymentResponse })
+  @ApiNotFoundResponse({ description: 'No such payment.' })
+  async get(@Param('id') id: string): Promise<PaymentResponse> {
+    return PaymentResponse.of(await this.payments.get(id));
+  }
+}
