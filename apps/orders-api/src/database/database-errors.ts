@@ -23,6 +23,9 @@ export function isForeignKeyViolation(error: unknown): boolean {
     code === '23503' ||
     code === 'ER_NO_REFERENCED_ROW_2' ||
     code === 'ER_ROW_IS_REFERENCED_2' ||
-    code === 'SQLITE_CONSTRAINT_FOREIGNKEY'
+    code === 'SQLITE_CONSTRAINT_FOREIGNKEY' ||
+    // SQLite reports a foreign key checked at the end of a statement under this code.
+    (code === 'SQLITE_CONSTRAINT_TRIGGER' &&
+      /FOREIGN KEY constraint failed/.test(String((error as Error).message)))
   );
 }

@@ -1,0 +1,468 @@
+import { randomUUID } from 'node:crypto';
+import request from 'supertest';
+import { PaymentGateway } from '../src/payments/payment-gateway';
+import { DEPLOYMENTS, type RunningApp, startOrdersApi } from './orders-api.harness';
+
+const PROBLEM = /^application\/problem\+json/;
+const ORDER = { customerId: 'customer-1', items: [{ sku: 'SKU-1', quantity: 2, unitPrice: 9.99 }] };
+
+for (const deployment of DEPLOYMENTS) {
+  (await deployment.describe)(`orders API on ${deployment.name}`, () => {
+    let running: RunningApp;
+    let cleanup: () => Promise<void>;
+    let gateway: PaymentGateway;
+    const http = () => request(running.url);
+    const key = () => `key-${randomUUID()}`;
+    const createOrder = async (body: object = ORDER, k = key()) =>
+      (await http().post('/orders').set('Idempotency-Key', k).send(body).expect(201)).body;
+
+    beforeAll(async () => {
+      const provisioned = await deployment.provision();
+      cleanup = provisioned.cleanup;
+      running = await startOrdersApi(provisioned.env);
+      gateway = running.app.get(PaymentGateway);
+    });
+
+    afterAll(async () => {
+      await running?.close();
+      await cleanup?.();
+    });
+
+    afterEach(() => {
+      gateway.latencyMs = 0;
+      gateway.failureRate = 0;
+    });
+
+    describe('POST /orders', () => {
+      it('creates the order with 201, its Location and ETag, and replays all of it to a retry', async () => {
+        const k = key();
+        const customerId = `c-${randomUUID()}`;
+        const body = { customerId, items: [{ sku: 'A', quantity: 3, unitPrice: 0.1 }] };
+        const first = await http().post('/orders').set('Idempotency-Key', k).send(body).expect(201);
+        expect(first.body).toEqual({
+          id: expect.any(String),
+          customerId,
+          items: [{ sku: 'A', quantity: 3, unitPrice: 0.1 }],
+          total: 0.3,
+          status: 'pending',
+          createdAt: expect.any(String),
+          updatedAt: expect.any(String),
+        });
+        expect(first.headers.location).toBe(`/orders/${first.body.id}`);
+        expect(first.headers.etag).toBe('"1"');
+        expect(first.headers['idempotent-replayed']).toBeUndefined();
+
+        const retry = await http().post('/orders').set('Idempotency-Key', k).send(body).expect(201);
+        expect(retry.body).toEqual(first.body);
+        expect(retry.headers.location).toBe(first.headers.location);
+        expect(retry.headers['idempotent-replayed']).toBe('true');
+
+        const list = await http().get('/orders').query({ customerId }).expect(200);
+        expect(list.body).toHaveLength(1);
+      });
+
+      it('refuses a key reused for another body with 422, and creates nothing', async () => {
+        const k = key();
+        const customerId = `c-${randomUUID()}`;
+        await http()
+          .post('/orders')
+          .set('Idempotency-Key', k)
+          .send({ ...ORDER, customerId });
+        const res = await http()
+          .post('/orders')
+          .set('Idempotency-Key', k)
+          .send({ ...ORDER, customerId, items: [{ sku: 'B', quantity: 1, unitPrice: 1 }] })
+          .expect(422);
+        expect(res.headers['content-type']).toMatch(PROBLEM);
+        expect(res.body.code).toBe('IDEMPOTENCY_KEY_REUSED');
+        expect((await http().get('/orders').query({ customerId })).body).toHaveLength(1);
+      });
+
+      it('requires an Idempotency-Key', async () => {
+        const res = await http().post('/orders').send(ORDER).expect(400);
+        expect(res.headers['content-type']).toMatch(PROBLEM);
+        expect(res.body).toMatchObject({ status: 400, code: 'IDEMPOTENCY_KEY_MISSING' });
+      });
+
+      it.each([
+        ['no items', { customerId: 'c', items: [] }, 'items'],
+        [
+          'a zero quantity',
+          { customerId: 'c', items: [{ sku: 'A', quantity: 0, unitPrice: 1 }] },
+          'items[0].quantity',
+        ],
+        [
+          'a fractional quantity',
+          { customerId: 'c', items: [{ sku: 'A', quantity: 1.5, unitPrice: 1 }] },
+          'items[0].quantity',
+        ],
+        [
+          'a negative price',
+          { customerId: 'c', items: [{ sku: 'A', quantity: 1, unitPrice: -1 }] },
+          'items[0].unitPrice',
+        ],
+        [
+          'a price as a string',
+          { customerId: 'c', items: [{ sku: 'A', quantity: 1, unitPrice: '1' }] },
+          'items[0].unitPrice',
+        ],
+        ['no customer', { items: [{ sku: 'A', quantity: 1, unitPrice: 1 }] }, 'customerId'],
+        ['an unknown property', { ...ORDER, discount: 5 }, 'discount'],
+        ['items that are not a list', { customerId: 'c', items: 'A' }, 'items'],
+      ])('answers 400 naming the field for %s', async (_case, body, field) => {
+        const res = await http()
+          .post('/orders')
+          .set('Idempotency-Key', key())
+          .send(body)
+          .expect(400);
+        expect(res.headers['content-type']).toMatch(PROBLEM);
+        expect(res.body.code).toBe('VALIDATION_FAILED');
+        expect(res.body.errors.map((e: { field: string }) => e.field)).toContain(field);
+      });
+    });
+
+    describe('GET /orders', () => {
+      it('lists orders, filtered by customer', async () => {
+        const customerId = `c-${randomUUID()}`;
+        const a = await createOrder({ ...ORDER, customerId });
+        const b = await createOrder({ ...ORDER, customerId });
+        await createOrder();
+        const res = await http().get('/orders').query({ customerId }).expect(200);
+        expect(res.body.map((o: { id: string }) => o.id).sort()).toEqual([a.id, b.id].sort());
+        const all = await http().get('/orders').expect(200);
+        expect(all.body.length).toBeGreaterThanOrEqual(3);
+      });
+
+      it('answers one order with its ETag, 304 for a current If-None-Match, 404 for an unknown id', async () => {
+        const order = await createOrder();
+        const res = await http().get(`/orders/${order.id}`).expect(200);
+        expect(res.body).toEqual(order);
+        expect(res.headers.etag).toBe('"1"');
+        const cached = await http()
+          .get(`/orders/${order.id}`)
+          .set('If-None-Match', '"1"')
+          .expect(304);
+        expect(cached.text).toBe('');
+        await http().get(`/orders/${order.id}`).set('If-None-Match', '"0"').expect(200);
+        for (const id of [randomUUID(), 'not-a-uuid']) {
+          const missing = await http().get(`/orders/${id}`).expect(404);
+          expect(missing.headers['content-type']).toMatch(PROBLEM);
+          expect(missing.body.code).toBe('ORDER_NOT_FOUND');
+        }
+      });
+    });
+
+    describe('PUT /orders/:id', () => {
+      const replacement = {
+        customerId: 'customer-2',
+        items: [
+          { sku: 'X', quantity: 1, unitPrice: 5 },
+          { sku: 'Y', quantity: 4, unitPrice: 0.25 },
+        ],
+      };
+
+      it('replaces customer and items and recomputes the total; sent twice, the state is the same', async () => {
+        const order = await createOrder();
+        const first = await http().put(`/orders/${order.id}`).send(replacement).expect(200);
+        expect(first.body).toMatchObject({
+          ...replacement,
+          id: order.id,
+          total: 6,
+          status: 'pending',
+        });
+        expect(first.headers.etag).toBe('"2"');
+        const second = await http().put(`/orders/${order.id}`).send(replacement).expect(200);
+        expect(second.body).toEqual(first.body);
+        expect(second.headers.etag).toBe('"2"');
+        expect((await http().get(`/orders/${order.id}`)).body).toEqual(first.body);
+      });
+
+      it('honours If-Match: 412 for a stale ETag, 200 for the current one', async () => {
+        const order = await createOrder();
+        await http()
+          .put(`/orders/${order.id}`)
+          .set('If-Match', '"1"')
+          .send(replacement)
+          .expect(200);
+        const stale = await http()
+          .put(`/orders/${order.id}`)
+          .set('If-Match', '"1"')
+          .send({ ...replacement, customerId: 'someone-else' })
+          .expect(412);
+        expect(stale.headers['content-type']).toMatch(PROBLEM);
+        expect(stale.body.code).toBe('PRECONDITION_FAILED');
+        expect((await http().get(`/orders/${order.id}`)).body.customerId).toBe('customer-2');
+      });
+
+      it('answers 404 for an unknown order and 400 for an invalid body', async () => {
+        await http().put(`/orders/${randomUUID()}`).send(replacement).expect(404);
+        const order = await createOrder();
+        const res = await http()
+          .put(`/orders/${order.id}`)
+          .send({ customerId: 'c', items: [] })
+          .expect(400);
+        expect(res.body.code).toBe('VALIDATION_FAILED');
+      });
+    });
+
+    describe('DELETE /orders/:id', () => {
+      it('deletes the order (204); a second DELETE answers 404', async () => {
+        const order = await createOrder();
+        const res = await http().delete(`/orders/${order.id}`).expect(204);
+        expect(res.text).toBe('');
+        await http().get(`/orders/${order.id}`).expect(404);
+        const again = await http().delete(`/orders/${order.id}`).expect(404);
+        expect(again.body.code).toBe('ORDER_NOT_FOUND');
+      });
+
+      it('answers 412 for a stale If-Match and keeps the order', async () => {
+        const order = await createOrder();
+        await http()
+          .put(`/orders/${order.id}`)
+          .send({ ...ORDER, customerId: 'changed' })
+          .expect(200);
+        await http().delete(`/orders/${order.id}`).set('If-Match', '"1"').expect(412);
+        await http().get(`/orders/${order.id}`).expect(200);
+      });
+    });
+
+    describe('POST /payments', () => {
+      const pay = (orderId: string, amount: number, k = key()) =>
+        http().post('/payments').set('Idempotency-Key', k).send({ orderId, amount });
+
+      it('charges once, answers 201 with the payment, marks the order paid, and replays to a retry', async () => {
+        const order = await createOrder();
+        const charges = gateway.chargeCount;
+        const k = key();
+        const first = await pay(order.id, 19.98, k).expect(201);
+        expect(first.body).toEqual({
+          id: expect.any(String),
+          orderId: order.id,
+          amount: 19.98,
+          status: 'succeeded',
+          createdAt: expect.any(String),
+        });
+        expect(first.headers.location).toBe(`/payments/${first.body.id}`);
+        const retry = await pay(order.id, 19.98, k).expect(201);
+        expect(retry.body).toEqual(first.body);
+        expect(retry.headers['idempotent-replayed']).toBe('true');
+        expect(gateway.chargeCount - charges).toBe(1);
+        expect((await http().get(`/payments/${first.body.id}`).expect(200)).body).toEqual(
+          first.body,
+        );
+        const paid = await http().get(`/orders/${order.id}`).expect(200);
+        expect(paid.body.status).toBe('paid');
+      });
+
+      it('refuses a second payment of a paid order under another key (409), and PUT and DELETE of it', async () => {
+        const order = await createOrder();
+        await pay(order.id, 19.98).expect(201);
+        const second = await pay(order.id, 19.98).expect(409);
+        expect(second.headers['content-type']).toMatch(PROBLEM);
+        expect(second.body.code).toBe('ORDER_ALREADY_PAID');
+        expect((await http().put(`/orders/${order.id}`).send(ORDER).expect(409)).body.code).toBe(
+          'ORDER_ALREADY_PAID',
+        );
+        expect((await http().delete(`/orders/${order.id}`).expect(409)).body.code).toBe(
+          'ORDER_ALREADY_PAID',
+        );
+        expect((await http().get('/payments').query({ orderId: order.id })).body).toHaveLength(1);
+      });
+
+      it('answers 422 for an amount that is not the total, and replays that 422 to a retry', async () => {
+        const order = await createOrder();
+        const k = key();
+        const first = await pay(order.id, 20, k).expect(422);
+        expect(first.headers['content-type']).toMatch(PROBLEM);
+        expect(first.body).toMatchObject({ code: 'AMOUNT_MISMATCH', expectedAmount: 19.98 });
+        const retry = await pay(order.id, 20, k).expect(422);
+        expect(retry.body).toEqual(first.body);
+        expect(retry.headers['idempotent-replayed']).toBe('true');
+        expect((await http().get(`/orders/${order.id}`)).body.status).toBe('pending');
+      });
+
+      it('answers 404 for an unknown order and 400 for a malformed one', async () => {
+        const missing = await pay(randomUUID(), 1).expect(404);
+        expect(missing.body.code).toBe('ORDER_NOT_FOUND');
+        const invalid = await pay('order-1', 1).expect(400);
+        expect(invalid.body.errors.map((e: { field: string }) => e.field)).toEqual(['orderId']);
+        await http().get(`/payments/${randomUUID()}`).expect(404);
+      });
+
+      it('charges one order once when ten payments with different keys race', async () => {
+        const order = await createOrder();
+        const charges = gateway.chargeCount;
+        gateway.latencyMs = 100;
+        const results = await Promise.all(Array.from({ length: 10 }, () => pay(order.id, 19.98)));
+        const statuses = results.map((r) => r.status).sort();
+        expect(statuses).toEqual([201, ...Array(9).fill(409)]);
+        for (const res of results.filter((r) => r.status === 409)) {
+          expect(['PAYMENT_IN_PROGRESS', 'ORDER_ALREADY_PAID']).toContain(res.body.code);
+        }
+        expect(gateway.chargeCount - charges).toBe(1);
+        expect((await http().get('/payments').query({ orderId: order.id })).body).toHaveLength(1);
+      });
+
+      it('answers 409 to a duplicate of a payment still running, and runs it once', async () => {
+        const order = await createOrder();
+        gateway.latencyMs = 300;
+        const k = key();
+        const first = pay(order.id, 19.98, k).then((r) => r);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        const duplicate = await pay(order.id, 19.98, k).expect(409);
+        expect(duplicate.body.code).toBe('IDEMPOTENCY_REQUEST_IN_PROGRESS');
+        expect(Number(duplicate.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+        expect((await first).status).toBe(201);
+        expect((await pay(order.id, 19.98, k).expect(201)).headers['idempotent-replayed']).toBe(
+          'true',
+        );
+      });
+
+      it('answers 502 when the gateway fails, charges nothing, and lets the same key retry', async () => {
+        const order = await createOrder();
+        const charges = gateway.chargeCount;
+        gateway.failureRate = 1;
+        const k = key();
+        const failed = await pay(order.id, 19.98, k).expect(502);
+        expect(failed.headers['content-type']).toMatch(PROBLEM);
+        expect(failed.body.code).toBe('PAYMENT_GATEWAY_FAILED');
+        await pay(order.id, 19.98, k).expect(502);
+        expect((await http().get('/payments').query({ orderId: order.id })).body).toHaveLength(0);
+        expect((await http().get(`/orders/${order.id}`)).body.status).toBe('pending');
+        gateway.failureRate = 0;
+        const retry = await pay(order.id, 19.98, k).expect(201);
+        expect(retry.headers['idempotent-replayed']).toBeUndefined();
+        expect(gateway.chargeCount - charges).toBe(1);
+      });
+
+      it('refuses to replace or delete an order while its payment runs', async () => {
+        const order = await createOrder();
+        gateway.latencyMs = 400;
+        const payment = pay(order.id, 19.98).then((r) => r);
+        await new Promise((resolve) => setTimeout(resolve, 150));
+        const put = await http()
+          .put(`/orders/${order.id}`)
+          .send({ ...ORDER, customerId: 'x' });
+        expect(put.status).toBe(409);
+        expect(put.body.code).toBe('PAYMENT_IN_PROGRESS');
+        const del = await http().delete(`/orders/${order.id}`);
+        expect(del.status).toBe(409);
+        expect((await payment).status).toBe(201);
+        expect((await http().get(`/orders/${order.id}`)).body).toMatchObject({
+          customerId: ORDER.customerId,
+          status: 'paid',
+        });
+      });
+    });
+
+    describe('POST /emails', () => {
+      it('queues the message once (202) and replays the 202 to a retry', async () => {
+        const k = key();
+        const to = `${randomUUID()}@example.com`;
+        const body = { to, subject: 'Your order', body: 'It has shipped.' };
+        const first = await http().post('/emails').set('Idempotency-Key', k).send(body).expect(202);
+        expect(first.body).toEqual({ id: expect.any(String), status: 'queued' });
+        const retry = await http().post('/emails').set('Idempotency-Key', k).send(body).expect(202);
+        expect(retry.body).toEqual(first.body);
+        expect(retry.headers['idempotent-replayed']).toBe('true');
+        const outbox = await http().get('/emails').expect(200);
+        const mine = outbox.body.filter((m: { to: string }) => m.to === to);
+        expect(mine).toEqual([
+          { id: first.body.id, ...body, status: 'queued', createdAt: expect.any(String) },
+        ]);
+      });
+
+      it('answers 400 for an invalid address', async () => {
+        const res = await http()
+          .post('/emails')
+          .set('Idempotency-Key', key())
+          .send({ to: 'nobody', subject: 's', body: 'b' })
+          .expect(400);
+        expect(res.body.errors.map((e: { field: string }) => e.field)).toEqual(['to']);
+      });
+    });
+
+    describe('bad input is a problem, never a 5xx', () => {
+      it.each([
+        ['malformed JSON', 'application/json', '{"customerId": ', 400, 'MALFORMED_BODY'],
+        ['a JSON string', 'application/json', '"order"', 400, 'MALFORMED_BODY'],
+        [
+          'a form',
+          'application/x-www-form-urlencoded',
+          'customerId=c',
+          415,
+          'UNSUPPORTED_MEDIA_TYPE',
+        ],
+        ['plain text', 'text/plain', 'hello', 415, 'UNSUPPORTED_MEDIA_TYPE'],
+        [
+          'deep nesting',
+          'application/json',
+          `${'{"a":'.repeat(100)}1${'}'.repeat(100)}`,
+          400,
+          'MALFORMED_BODY',
+        ],
+        [
+          'a body over the limit',
+          'application/json',
+          JSON.stringify({ ...ORDER, customerId: 'x'.repeat(200_000) }),
+          413,
+          'BODY_TOO_LARGE',
+        ],
+      ])('%s', async (_case, type, body, status, code) => {
+        const res = await http()
+          .post('/orders')
+          .set('Idempotency-Key', key())
+          .set('Content-Type', type)
+          .send(body);
+        expect(res.status).toBe(status);
+        expect(res.headers['content-type']).toMatch(PROBLEM);
+        expect(res.body).toMatchObject({
+          status,
+          code,
+          type: expect.any(String),
+          title: expect.any(String),
+        });
+      });
+
+      it('answers 404 as a problem for an unknown route', async () => {
+        const res = await http().get('/nowhere').expect(404);
+        expect(res.headers['content-type']).toMatch(PROBLEM);
+        expect(res.body.code).toBe('NOT_FOUND');
+      });
+
+      it('answers 400 for an invalid Idempotency-Key', async () => {
+        const res = await http()
+          .post('/orders')
+          .set('Idempotency-Key', 'x'.repeat(256))
+          .send(ORDER)
+          .expect(400);
+        expect(res.body.code).toBe('IDEMPOTENCY_KEY_INVALID');
+      });
+    });
+
+    describe('operations', () => {
+      it('reports the database and the idempotency store as up on GET /health', async () => {
+        const res = await http().get('/health').expect(200);
+        expect(res.body.status).toBe('ok');
+        expect(res.body.details.database.status).toBe('up');
+        expect(res.body.details.idempotencyStore.status).toBe('up');
+      });
+
+      it('serves Swagger UI at /docs and the OpenAPI document at /docs-json', async () => {
+        const ui = await http().get('/docs').expect(200);
+        expect(ui.headers['content-type']).toMatch(/text\/html/);
+        const doc = await http().get('/docs-json').expect(200);
+        expect(Object.keys(doc.body.paths)).toEqual(
+          expect.arrayContaining([
+            '/orders',
+            '/orders/{id}',
+            '/payments',
+            '/payments/{id}',
+            '/emails',
+            '/health',
+          ]),
+        );
+      });
+    });
+  });
+}
