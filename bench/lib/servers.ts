@@ -1,0 +1,99 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { join } from 'node:path';
+
+export type Platform = 'express' | 'fastify';
+/**
+ * `none`: the bare handler; `peer`: @node-idempotency/nestjs on Redis (bench/peer, Nest 10);
+ * `nest10`: the bare handler on the peer's Nest 10.
+ */
+export type ServerKind = 'none' | 'memory' | 'redis' | 'typeorm' | 'peer' | 'nest10';
+
+export interface ServerSpec {
+  name: string;
+  platform: Platform;
+  kind: ServerKind;
+  port: number;
+  /** Redis client name of the server's store connection, to find it in CLIENT LIST. */
+  clientName?: string;
+  env?: Record<string, string>;
+  nodeArgs?: string[];
+}
+
+export interface RunningServer {
+  spec: ServerSpec;
+  url: string;
+  child: ChildProcess;
+  stop(): Promise<void>;
+}
+
+const ROOT = join(__dirname, '..', '..');
+
+/**
+ * Starts one app as a child process, the way `npm start` runs the sample (ts-node in
+ * transpile-only mode, CommonJS, Nest loaded through require(esm)), and resolves once it listens.
+ */
+export function startServer(
+  spec: ServerSpec,
+  baseEnv: Record<string, string>,
+): Promise<RunningServer> {
+  const peer = spec.kind === 'peer' || spec.kind === 'nest10';
+  const entry = peer ? join(ROOT, 'bench/peer/main.ts') : join(ROOT, 'bench/app/main.ts');
+  const args = [
+    ...(spec.nodeArgs ?? []),
+    '-r',
+    'ts-node/register/transpile-only',
+    ...(peer ? [] : ['-r', 'tsconfig-paths/register']),
+    entry,
+  ];
+  const child = spawn(process.execPath, args, {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      ...baseEnv,
+      ...spec.env,
+      ...(peer ? { TS_NODE_PROJECT: join(ROOT, 'bench/peer/tsconfig.json') } : {}),
+      BENCH_PORT: String(spec.port),
+      BENCH_PLATFORM: spec.platform,
+      BENCH_STORE: spec.kind,
+      ...(spec.clientName ? { BENCH_CLIENT_NAME: spec.clientName } : {}),
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.stderr?.on('data', (chunk: Buffer) => {
+    for (const line of chunk.toString().split('\n').filter(Boolean)) {
+      process.stderr.write(`[${spec.name}] ${line}\n`);
+    }
+  });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${spec.name} did not start within 90 s`));
+    }, 90_000);
+    let output = '';
+    child.stdout?.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      if (output.includes('BENCH_READY')) {
+        clearTimeout(timer);
+        output = '';
+        resolve({
+          spec,
+          url: `http://127.0.0.1:${spec.port}`,
+          child,
+          stop: async () => {
+            if (child.exitCode === null && child.signalCode === null) {
+              child.kill('SIGTERM');
+              const killer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+              await exited;
+              clearTimeout(killer);
+            }
+          },
+        });
+      }
+    });
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`${spec.name} exited before listening (code ${code}, signal ${signal})`));
+    });
+  });
+}

@@ -1,0 +1,91 @@
+/**
+ * The peer's app, started by bench/run.ts as a child process: the same handler as bench/app (one
+ * small database write) behind `@node-idempotency/nestjs` with its Redis adapter, on Nest 10 from
+ * this folder's own node_modules.
+ *
+ * Environment: BENCH_PORT, BENCH_PLATFORM (express | fastify), BENCH_DATABASE_URL,
+ * BENCH_REDIS_URL, BENCH_REDIS_PREFIX, BENCH_CLIENT_NAME, BENCH_TTL_MS, BENCH_STORE (peer, or
+ * nest10 for the bare handler on Nest 10).
+ */
+import 'reflect-metadata';
+import { Body, Controller, Module, Post } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { FastifyAdapter } from '@nestjs/platform-fastify';
+import { Idempotent, NodeIdempotencyModule } from '@node-idempotency/nestjs';
+import { type BenchOrder, OrdersDb } from '../common/orders-db';
+
+const env = (name: string, fallback?: string): string => {
+  const value = process.env[name] ?? fallback;
+  if (value === undefined) {
+    throw new Error(`bench peer app: ${name} is required`);
+  }
+  return value;
+};
+
+const DATABASE_URL = env('BENCH_DATABASE_URL');
+
+type OrderInput = { customerId?: string; amount?: number; currency?: string };
+
+@Controller('orders')
+class OrdersController {
+  constructor(private readonly orders: OrdersDb) {}
+
+  @Post()
+  @Idempotent()
+  create(@Body() body: OrderInput): Promise<BenchOrder> {
+    return this.orders.create(body);
+  }
+}
+
+/** The same handler on Nest 10 without the peer (BENCH_STORE=nest10): the peer's own baseline. */
+@Controller('orders')
+class BareOrdersController {
+  constructor(private readonly orders: OrdersDb) {}
+
+  @Post()
+  create(@Body() body: OrderInput): Promise<BenchOrder> {
+    return this.orders.create(body);
+  }
+}
+
+const BARE = process.env.BENCH_STORE === 'nest10';
+
+@Module({
+  imports: BARE
+    ? []
+    : [
+        NodeIdempotencyModule.forRootAsync({
+          storage: {
+            adapter: 'redis',
+            options: { url: env('BENCH_REDIS_URL'), name: env('BENCH_CLIENT_NAME') },
+          },
+          cacheKeyPrefix: env('BENCH_REDIS_PREFIX'),
+          cacheTTLMS: Number(env('BENCH_TTL_MS', String(10 * 60_000))),
+          // The key is required, as it is by default in nestjs-idempotency.
+          enforceIdempotency: true,
+        } as Parameters<typeof NodeIdempotencyModule.forRootAsync>[0]),
+      ],
+  controllers: [BARE ? BareOrdersController : OrdersController],
+  providers: [{ provide: OrdersDb, useFactory: () => new OrdersDb(DATABASE_URL) }],
+})
+class PeerModule {}
+
+async function bootstrap(): Promise<void> {
+  const logger: ('error' | 'warn')[] = ['error', 'warn'];
+  const app =
+    env('BENCH_PLATFORM', 'express') === 'fastify'
+      ? await NestFactory.create(PeerModule, new FastifyAdapter(), { logger })
+      : await NestFactory.create(PeerModule, { logger });
+  // Exit normally on SIGTERM (not by the re-raised signal of enableShutdownHooks), so that a
+  // --cpu-prof profile is written.
+  process.once('SIGTERM', () => {
+    void app.close().finally(() => process.exit(0));
+  });
+  await app.listen(Number(env('BENCH_PORT')), '127.0.0.1');
+  process.stdout.write(`BENCH_READY ${process.pid}\n`);
+}
+
+bootstrap().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});

@@ -1,0 +1,445 @@
+/**
+ * `npm run bench`: what an idempotency guard costs per request, side by side in one run.
+ *
+ * Starts small Nest apps as child processes on loopback (Express and Fastify): the bare handler,
+ * the handler behind nestjs-idempotency with the memory, Redis and TypeORM-on-PostgreSQL stores,
+ * and behind the peer (@node-idempotency/nestjs on Redis, bench/peer). Drives them with
+ * autocannon in rounds of alternating order, counts store round trips on the servers, measures
+ * memory over 100,000 keys, then prints a markdown table and writes it to bench/results/latest.md.
+ *
+ * BENCH_QUICK=1: a short run. BENCH_ONLY=<regex>: only the matching scenarios (the bare handler
+ * is always kept, for the ratios). BENCH_PROFILE=<regex>: servers whose name matches run with
+ * --cpu-prof (profiles in bench/results/profiles). BENCH_SKIP_MEMORY=1: no memory run.
+ * BENCH_ROUNDS, BENCH_DURATION (seconds per round): override the preset.
+ * REDIS_URL and POSTGRES_URL (or DATABASE_URL) point at the servers.
+ */
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { Client } from 'pg';
+import { DataSource } from 'typeorm';
+import { CreateIdempotencyRecordsTable1763800000000 } from 'nestjs-idempotency/typeorm';
+import { CREATE_ORDERS_TABLE } from './common/orders-db';
+import { countRedisCommands, PgTransactionCounter, type RedisCount } from './lib/counters';
+import { load, type LoadResult, send, sleep } from './lib/load';
+import { type Measured, renderReport, type MemoryFigures, type Report } from './lib/report';
+import {
+  type Platform,
+  type RunningServer,
+  type ServerKind,
+  type ServerSpec,
+  startServer,
+} from './lib/servers';
+
+const ROOT = join(__dirname, '..');
+const QUICK = process.env.BENCH_QUICK === '1';
+const PRESET = QUICK
+  ? {
+      rounds: 2,
+      durationS: 1,
+      warmupS: 1,
+      connections: 16,
+      countRequests: 100,
+      memoryKeys: 20_000,
+      memoryTtlMs: 12_000,
+      sweepMs: 1_000,
+    }
+  : {
+      rounds: 3,
+      durationS: 8,
+      warmupS: 3,
+      connections: 16,
+      countRequests: 500,
+      memoryKeys: 100_000,
+      memoryTtlMs: 90_000,
+      sweepMs: 5_000,
+    };
+/** BENCH_ROUNDS and BENCH_DURATION (seconds) override the preset, for profiling runs. */
+const SETTINGS = {
+  ...PRESET,
+  rounds: Number(process.env.BENCH_ROUNDS ?? PRESET.rounds),
+  durationS: Number(process.env.BENCH_DURATION ?? PRESET.durationS),
+};
+/** Keys a replay scenario cycles through, all completed before it is measured. */
+const REPLAY_KEYS = 64;
+const PLATFORMS: Platform[] = ['express', 'fastify'];
+const KINDS: ServerKind[] = ['none', 'memory', 'redis', 'typeorm', 'peer', 'nest10'];
+const FIRST_PORT = 4101;
+
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const PG_URL =
+  process.env.POSTGRES_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const BENCH_DB = 'idempotency_bench';
+const RUN_ID = randomBytes(4).toString('hex');
+const REDIS_PREFIX = `nestjs-idempotency-bench:${RUN_ID}:`;
+
+export type Path = 'bare' | 'execute' | 'replay';
+
+export interface Scenario {
+  id: string;
+  platform: Platform;
+  kind: ServerKind;
+  path: Path;
+  server: RunningServer;
+  rounds: LoadResult[];
+  roundTrips?: { perRequest: number; detail: string; check: string };
+}
+
+function databaseUrl(name: string): string {
+  const url = new URL(PG_URL);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+let keySeq = 0;
+function keys(scenario: Pick<Scenario, 'id' | 'path'>): () => string {
+  if (scenario.path === 'replay') {
+    let i = 0;
+    return () => `${RUN_ID}:${scenario.id}:replay:${i++ % REPLAY_KEYS}`;
+  }
+  return () => `${RUN_ID}:${scenario.id}:${keySeq++}`;
+}
+
+function log(message: string): void {
+  process.stderr.write(`${message}\n`);
+}
+
+async function preparePeer(): Promise<void> {
+  if (existsSync(join(ROOT, 'bench/peer/node_modules/@node-idempotency/nestjs'))) {
+    return;
+  }
+  log('installing the peer (npm ci --prefix bench/peer) ...');
+  execFileSync('npm', ['ci', '--prefix', join(ROOT, 'bench/peer'), '--no-audit', '--no-fund'], {
+    stdio: 'inherit',
+  });
+}
+
+/** A fresh database of the benchmark's own, with the handler's table and the library's migration. */
+async function prepareDatabase(): Promise<void> {
+  const admin = new Client({ connectionString: databaseUrl('postgres') });
+  await admin.connect();
+  try {
+    await admin.query(`DROP DATABASE IF EXISTS ${BENCH_DB} WITH (FORCE)`);
+    await admin.query(`CREATE DATABASE ${BENCH_DB}`);
+  } finally {
+    await admin.end();
+  }
+  const dataSource = new DataSource({
+    type: 'postgres',
+    url: databaseUrl(BENCH_DB),
+    migrations: [CreateIdempotencyRecordsTable1763800000000],
+  });
+  await dataSource.initialize();
+  try {
+    await dataSource.query(CREATE_ORDERS_TABLE);
+    await dataSource.runMigrations();
+  } finally {
+    await dataSource.destroy();
+  }
+}
+
+async function dropDatabase(): Promise<void> {
+  const admin = new Client({ connectionString: databaseUrl('postgres') });
+  await admin.connect();
+  try {
+    await admin.query(`DROP DATABASE IF EXISTS ${BENCH_DB} WITH (FORCE)`);
+  } finally {
+    await admin.end();
+  }
+}
+
+/** Deletes this run's keys (its own prefix only) from the shared Redis. */
+async function cleanRedis(): Promise<number> {
+  const redis = new Redis(REDIS_URL);
+  let deleted = 0;
+  try {
+    let cursor = '0';
+    do {
+      const [next, found] = await redis.scan(cursor, 'MATCH', `${REDIS_PREFIX}*`, 'COUNT', 1000);
+      cursor = next;
+      if (found.length > 0) {
+        deleted += await redis.unlink(...found);
+      }
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
+  }
+  return deleted;
+}
+
+function serverSpecs(): ServerSpec[] {
+  const only = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY) : undefined;
+  const profile = process.env.BENCH_PROFILE ? new RegExp(process.env.BENCH_PROFILE) : undefined;
+  const specs: ServerSpec[] = [];
+  let port = FIRST_PORT;
+  for (const platform of PLATFORMS) {
+    for (const kind of KINDS) {
+      const name = `${platform}-${kind}`;
+      port++;
+      if (only && kind !== 'none' && !only.test(name)) {
+        continue;
+      }
+      specs.push({
+        name,
+        platform,
+        kind,
+        port,
+        clientName: kind === 'redis' || kind === 'peer' ? `bench-${RUN_ID}-${name}` : undefined,
+        env: kind === 'peer' ? { BENCH_REDIS_PREFIX: `${REDIS_PREFIX}peer` } : undefined,
+        nodeArgs: profile?.test(name)
+          ? ['--cpu-prof', `--cpu-prof-dir=${join(ROOT, 'bench/results/profiles')}`]
+          : undefined,
+      });
+    }
+  }
+  return specs;
+}
+
+function scenariosOf(servers: RunningServer[]): Scenario[] {
+  const scenarios: Scenario[] = [];
+  for (const server of servers) {
+    const bare = server.spec.kind === 'none' || server.spec.kind === 'nest10';
+    const paths: Path[] = bare ? ['bare'] : ['execute', 'replay'];
+    for (const path of paths) {
+      scenarios.push({
+        id: `${server.spec.name}-${path}`,
+        platform: server.spec.platform,
+        kind: server.spec.kind,
+        path,
+        server,
+        rounds: [],
+      });
+    }
+  }
+  return scenarios;
+}
+
+/** Counts the store's round trips per request on the server side, and checks the path taken. */
+async function countRoundTrips(scenario: Scenario): Promise<void> {
+  const n = SETTINGS.countRequests;
+  const next = keys(scenario);
+  const expectPath = (sent: Awaited<ReturnType<typeof send>>): string => {
+    const ok =
+      sent.failed === 0 && (scenario.path === 'replay' ? sent.replayed === n : sent.executed === n);
+    return ok
+      ? `${n}/${n} ${scenario.path === 'replay' ? 'replayed' : 'ran the handler'}`
+      : `unexpected: ${sent.executed} ran, ${sent.replayed} replayed, ${sent.failed} failed`;
+  };
+  switch (scenario.kind) {
+    case 'none':
+    case 'nest10':
+    case 'memory': {
+      const sent = await send(scenario.server.url, n, next);
+      scenario.roundTrips = {
+        perRequest: 0,
+        detail: scenario.kind === 'memory' ? '0 (in process)' : '-',
+        check: expectPath(sent),
+      };
+      return;
+    }
+    case 'redis':
+    case 'peer': {
+      let sent: Awaited<ReturnType<typeof send>> | undefined;
+      const count: RedisCount = await countRedisCommands(
+        REDIS_URL,
+        scenario.server.spec.clientName ?? '',
+        async () => {
+          sent = await send(scenario.server.url, n, next);
+        },
+      );
+      const perRequest = count.commands / n;
+      const by = Object.entries(count.byCommand)
+        .map(([name, calls]) => `${name} ${(calls / n).toFixed(2)}`)
+        .join(', ');
+      scenario.roundTrips = {
+        perRequest,
+        detail: `${perRequest.toFixed(2)} (${by})`,
+        check: sent ? expectPath(sent) : 'no requests',
+      };
+      return;
+    }
+    case 'typeorm': {
+      const counter = new PgTransactionCounter(databaseUrl('postgres'), BENCH_DB);
+      await counter.open();
+      try {
+        const before = await counter.settled();
+        const sent = await send(scenario.server.url, n, next);
+        const after = await counter.settled();
+        // Each request that ran the handler made one INSERT of its own; the rest is the store's.
+        const perRequest = (after - before - sent.executed) / n;
+        scenario.roundTrips = {
+          perRequest,
+          detail: `${perRequest.toFixed(2)} statements`,
+          check: expectPath(sent),
+        };
+      } finally {
+        await counter.close();
+      }
+      return;
+    }
+  }
+}
+
+/** RSS and heap of a memory-store app: before, after `memoryKeys` distinct keys, after the sweep. */
+async function memoryRun(baseEnv: Record<string, string>): Promise<MemoryFigures> {
+  const server = await startServer(
+    {
+      name: 'express-memory-rss',
+      platform: 'express',
+      kind: 'memory',
+      port: FIRST_PORT + 20,
+      nodeArgs: ['--expose-gc'],
+      env: {
+        BENCH_TTL_MS: String(SETTINGS.memoryTtlMs),
+        BENCH_SWEEP_MS: String(SETTINGS.sweepMs),
+      },
+    },
+    baseEnv,
+  );
+  const snapshot = async () => {
+    const response = await fetch(`${server.url}/orders/memory`);
+    return (await response.json()) as { rss: number; heapUsed: number; records: number };
+  };
+  try {
+    const next = keys({ id: 'memory-rss', path: 'execute' });
+    await load(server.url, { connections: SETTINGS.connections, amount: 2_000, nextKey: next });
+    const baseline = await snapshot();
+    const started = Date.now();
+    const result = await load(server.url, {
+      connections: SETTINGS.connections,
+      amount: SETTINGS.memoryKeys,
+      nextKey: next,
+    });
+    const loaded = await snapshot();
+    const loadMs = Date.now() - started;
+    // Every record expires ttl after it was stored; one sweep later they are gone.
+    await sleep(SETTINGS.memoryTtlMs + 2 * SETTINGS.sweepMs);
+    const swept = await snapshot();
+    return {
+      keys: SETTINGS.memoryKeys,
+      ttlMs: SETTINGS.memoryTtlMs,
+      sweepMs: SETTINGS.sweepMs,
+      loadMs,
+      failed: result.non2xx + result.errors,
+      baseline,
+      loaded,
+      swept,
+    };
+  } finally {
+    await server.stop();
+  }
+}
+
+async function main(): Promise<void> {
+  const startedAt = Date.now();
+  const command = `${QUICK ? 'BENCH_QUICK=1 ' : ''}npm run bench`;
+  log(
+    `${command}: run ${RUN_ID}, ${SETTINGS.rounds} rounds of ${SETTINGS.durationS} s per scenario`,
+  );
+  await preparePeer();
+  await prepareDatabase();
+  const baseEnv = {
+    BENCH_DATABASE_URL: databaseUrl(BENCH_DB),
+    BENCH_REDIS_URL: REDIS_URL,
+    BENCH_REDIS_PREFIX: REDIS_PREFIX,
+    BENCH_TTL_MS: String(15 * 60_000),
+  };
+  const servers: RunningServer[] = [];
+  const stopAll = () => Promise.all(servers.map((server) => server.stop()));
+  process.once('SIGINT', () => {
+    void stopAll().finally(() => process.exit(130));
+  });
+  let memory: MemoryFigures | undefined;
+  let scenarios: Scenario[] = [];
+  try {
+    // Two at a time: the machine has two cores and each start compiles the sources.
+    const specs = serverSpecs();
+    for (let i = 0; i < specs.length; i += 2) {
+      servers.push(
+        ...(await Promise.all(specs.slice(i, i + 2).map((s) => startServer(s, baseEnv)))),
+      );
+    }
+    log(`${servers.length} servers up`);
+    scenarios = scenariosOf(servers);
+
+    for (const server of servers) {
+      await load(server.url, {
+        connections: SETTINGS.connections,
+        durationS: SETTINGS.warmupS,
+        nextKey: keys({ id: `${server.spec.name}-warmup`, path: 'execute' }),
+      });
+    }
+    for (const scenario of scenarios.filter((s) => s.path === 'replay')) {
+      const primed = await send(scenario.server.url, REPLAY_KEYS, keys(scenario), 1);
+      if (primed.executed !== REPLAY_KEYS) {
+        throw new Error(`${scenario.id}: priming ran ${primed.executed} of ${REPLAY_KEYS} keys`);
+      }
+    }
+
+    for (let round = 0; round < SETTINGS.rounds; round++) {
+      const order = round % 2 === 0 ? scenarios : [...scenarios].reverse();
+      for (const scenario of order) {
+        const result = await load(scenario.server.url, {
+          connections: SETTINGS.connections,
+          durationS: SETTINGS.durationS,
+          nextKey: keys(scenario),
+        });
+        scenario.rounds.push(result);
+        log(
+          `round ${round + 1}/${SETTINGS.rounds} ${scenario.id.padEnd(24)} ${(result.requests / result.durationS).toFixed(0).padStart(6)} req/s  p99 ${result.p99Ms} ms${result.non2xx + result.errors ? `  ${result.non2xx} non-2xx, ${result.errors} errors` : ''}`,
+        );
+      }
+    }
+
+    for (const scenario of scenarios) {
+      await countRoundTrips(scenario);
+      log(
+        `round trips ${scenario.id.padEnd(24)} ${scenario.roundTrips?.detail} [${scenario.roundTrips?.check}]`,
+      );
+    }
+    await stopAll();
+    if (process.env.BENCH_SKIP_MEMORY !== '1') {
+      memory = await memoryRun(baseEnv);
+    }
+  } finally {
+    await stopAll();
+    const deleted = await cleanRedis();
+    await dropDatabase();
+    log(`cleaned up: ${deleted} Redis keys under ${REDIS_PREFIX}, database ${BENCH_DB} dropped`);
+  }
+
+  const report: Report = {
+    command,
+    date: new Date().toISOString(),
+    node: process.version,
+    cpu: `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores`,
+    settings: { ...SETTINGS, replayKeys: REPLAY_KEYS },
+    elapsedS: Math.round((Date.now() - startedAt) / 1000),
+    scenarios: scenarios.map((s): Measured => ({
+      id: s.id,
+      platform: s.platform,
+      kind: s.kind,
+      path: s.path,
+      rounds: s.rounds,
+      roundTrips: s.roundTrips,
+    })),
+    memory,
+  };
+  const markdown = renderReport(report);
+  process.stdout.write(`\n${markdown}\n`);
+  const results = join(ROOT, 'bench/results');
+  mkdirSync(results, { recursive: true });
+  writeFileSync(join(results, 'latest.md'), markdown);
+  writeFileSync(
+    join(results, `${report.date.replace(/[:.]/g, '-')}.json`),
+    JSON.stringify(report, null, 2),
+  );
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});
