@@ -462,6 +462,18 @@ for (const deployment of DEPLOYMENTS) {
             '/health',
           ]),
         );
+        type Operation = { parameters?: { name: string; in: string }[]; responses: object };
+        const operation = (path: string, verb: string): Operation => doc.body.paths[path][verb];
+        const documentsKey = (op: Operation) =>
+          op.parameters?.some((p) => p.in === 'header' && p.name === 'Idempotency-Key') ?? false;
+        for (const path of ['/orders', '/payments', '/emails']) {
+          expect(documentsKey(operation(path, 'post'))).toBe(true);
+          expect(Object.keys(operation(path, 'post').responses)).toEqual(
+            expect.arrayContaining(['400', '409', '422']),
+          );
+        }
+        expect(documentsKey(operation('/orders', 'get'))).toBe(false);
+        expect(documentsKey(operation('/orders/{id}', 'put'))).toBe(false);
       });
     });
   });

@@ -1,4 +1,5 @@
 import { type DynamicModule, Module } from '@nestjs/common';
+import { ModulesContainer } from '@nestjs/core';
 import { IdempotencyInterceptor } from './idempotency.interceptor';
 import { IDEMPOTENCY_MODULE_OPTIONS } from './idempotency.constants';
 import {
@@ -6,6 +7,7 @@ import {
   type IdempotencyModuleSyncOptions,
 } from './idempotency.module-definition';
 import type { IdempotencyModuleOptions } from './idempotency.options';
+import { documentIdempotentRoutes } from './idempotency.swagger';
 import { IdempotencyStore } from './idempotency-store';
 import { MemoryIdempotencyStore } from './memory/memory-idempotency.store';
 
@@ -21,6 +23,8 @@ import { MemoryIdempotencyStore } from './memory/memory-idempotency.store';
  *   useFactory: (config: ConfigService) => ({ store: new RedisIdempotencyStore(config.get('REDIS_URL')) }),
  * })
  */
+const IDEMPOTENCY_OPENAPI = Symbol('IDEMPOTENCY_OPENAPI');
+
 @Module({
   providers: [
     {
@@ -30,6 +34,12 @@ import { MemoryIdempotencyStore } from './memory/memory-idempotency.store';
         options.store ?? new MemoryIdempotencyStore(),
     },
     IdempotencyInterceptor,
+    {
+      // Documents @Idempotent() routes in the OpenAPI document when @nestjs/swagger is installed.
+      provide: IDEMPOTENCY_OPENAPI,
+      inject: [ModulesContainer, IDEMPOTENCY_MODULE_OPTIONS],
+      useFactory: documentIdempotentRoutes,
+    },
   ],
   exports: [IdempotencyStore, IdempotencyInterceptor, IDEMPOTENCY_MODULE_OPTIONS],
 })
