@@ -399,8 +399,11 @@ describe.each(CASES)(
         await signup(url, key).expect(201);
       });
       await withApp({}, async (url) => {
-        // Documented: the record cannot be read without its key; the request fails (500).
-        const res = await signup(url, key).expect(500);
+        // The record cannot be read without its key: answered like a store failure.
+        const res = await signup(url, key).expect(503);
+        expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
+        expect(res.body.code).toBe('IDEMPOTENCY_STORE_UNAVAILABLE');
+        expect(res.headers['idempotent-replayed']).toBeUndefined();
         expect(JSON.stringify(res.body)).not.toContain(MARKER);
       });
       expect(runs).toBe(1);

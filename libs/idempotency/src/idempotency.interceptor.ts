@@ -36,7 +36,11 @@ import {
   IdempotencyRequestInProgressException,
   IdempotencyStoreUnavailableException,
 } from './idempotency.errors';
-import { IdempotencyResponseCipher } from './idempotency.encryption';
+import {
+  ENCRYPTED_BODY_PREFIX,
+  IdempotencyDecryptionError,
+  IdempotencyResponseCipher,
+} from './idempotency.encryption';
 import { requestFingerprint, storageKey } from './idempotency.hashing';
 import type {
   IdempotencyModuleOptions,
@@ -213,16 +217,13 @@ export class IdempotencyInterceptor implements NestInterceptor, OnApplicationShu
     this.checkFingerprint(context, claim, result);
     switch (result.outcome) {
       case 'completed': {
-        let stored = result.response;
-        if (this.cipher) {
-          try {
-            stored = this.cipher.decrypt(stored, claim.key);
-          } catch (error) {
-            // Never replayed and never run: answered like a store failure (onStoreError).
-            return this.onStoreFailure(context, next, error);
-          }
+        try {
+          return this.replay(context, this.readStored(result.response, claim.key));
+        } catch (error) {
+          // A record that cannot be read (undecryptable, or corrupt) is never replayed and never
+          // run: it is answered like a store failure (onStoreError).
+          return this.onStoreFailure(context, next, error);
         }
-        return this.replay(context, stored);
       }
       case 'in_flight':
         throw this.inProgress(context, result.leaseRemainingMs);
@@ -367,14 +368,28 @@ export class IdempotencyInterceptor implements NestInterceptor, OnApplicationShu
     return result;
   }
 
+  /** The stored response in clear: decrypted, or refused when encrypted and encryption is off. */
+  private readStored(stored: StoredResponse, key: string): StoredResponse {
+    if (this.cipher) {
+      return this.cipher.decrypt(stored, key);
+    }
+    if (stored.body.startsWith(ENCRYPTED_BODY_PREFIX)) {
+      throw new IdempotencyDecryptionError(
+        'The stored response is encrypted but the "encryption" option is not set; it cannot be replayed until it expires.',
+      );
+    }
+    return stored;
+  }
+
   private replay(context: ExecutionContext, stored: StoredResponse): Observable<unknown> {
     const adapter = this.adapterHost.httpAdapter;
     const response = context.switchToHttp().getResponse();
+    // Decoded first: a corrupt record throws before any header of a replay is set.
+    const body = decodeBody(stored.body);
     for (const [name, value] of Object.entries(stored.headers)) {
       adapter.setHeader(response, name, value as string);
     }
     adapter.setHeader(response, IDEMPOTENT_REPLAYED_HEADER, 'true');
-    const body = decodeBody(stored.body);
     if (stored.error) {
       return throwError(() => new HttpException(body as Record<string, unknown>, stored.status));
     }
