@@ -252,6 +252,18 @@ describe.each(CASES)(
         expect(count('create')).toBe(1);
       });
 
+      it('answers 400 for a body nested too deeply to fingerprint, without running the handler', async () => {
+        const depth = 30_000;
+        const res = await post('/orders', key())
+          .set('Content-Type', 'application/json')
+          .send(`{"sku":${'['.repeat(depth)}${']'.repeat(depth)}}`)
+          .expect(400);
+        expect(res.headers['content-type']).toMatch(PROBLEM);
+        expect(res.body.code).toBe('IDEMPOTENCY_FINGERPRINT_FAILED');
+        expect(count('create')).toBe(0);
+        await post('/orders', key()).send({ sku: 'after' }).expect(201);
+      });
+
       it('runs unprotected without a key when required is false', async () => {
         await post('/responses/optional').expect(201);
         await post('/responses/optional').expect(201);

@@ -7,6 +7,7 @@ export const IdempotencyErrorCode = {
   KeyReused: 'IDEMPOTENCY_KEY_REUSED',
   RequestInProgress: 'IDEMPOTENCY_REQUEST_IN_PROGRESS',
   StoreUnavailable: 'IDEMPOTENCY_STORE_UNAVAILABLE',
+  FingerprintFailed: 'IDEMPOTENCY_FINGERPRINT_FAILED',
 } as const;
 
 /** One of {@link IdempotencyErrorCode}. */
@@ -70,6 +71,18 @@ export class IdempotencyKeyInvalidException extends IdempotencyException {
       HttpStatus.BAD_REQUEST,
       'Idempotency key invalid',
       detail,
+    );
+  }
+}
+
+/** 400: the request body cannot be fingerprinted (JSON nested too deeply to walk). */
+export class IdempotencyFingerprintFailedException extends IdempotencyException {
+  constructor() {
+    super(
+      IdempotencyErrorCode.FingerprintFailed,
+      HttpStatus.BAD_REQUEST,
+      'Request cannot be fingerprinted',
+      'The request body is nested too deeply to be checked against its idempotency key.',
     );
   }
 }

@@ -30,6 +30,7 @@ import {
 } from './idempotency.constants';
 import {
   IdempotencyException,
+  IdempotencyFingerprintFailedException,
   IdempotencyKeyInvalidException,
   IdempotencyKeyMissingException,
   IdempotencyKeyReusedException,
@@ -318,12 +319,21 @@ export class IdempotencyInterceptor implements NestInterceptor, OnApplicationShu
 
   private defaultFingerprint(route: string, context: ExecutionContext): string {
     const request = context.switchToHttp().getRequest<HttpRequest>();
-    return requestFingerprint({
-      method: request.method,
-      route,
-      body: request.body,
-      query: request.query,
-    });
+    try {
+      return requestFingerprint({
+        method: request.method,
+        route,
+        body: request.body,
+        query: request.query,
+      });
+    } catch (error) {
+      // JSON.parse accepts nesting deeper than a recursive walk can follow: a client's mistake
+      // (or an attack), answered 400 before anything runs, never a 500.
+      if (error instanceof RangeError) {
+        throw this.problem(context, new IdempotencyFingerprintFailedException());
+      }
+      throw error;
+    }
   }
 
   private async claim(claim: Claim): Promise<ClaimResult> {

@@ -123,13 +123,11 @@ function decoratorsFor(swagger: SwaggerDecorators, options: IdempotentOptions): 
               'A unique key for this operation (e.g. a UUID), as a bare token or a quoted string. A retry with the same key and payload replays the first response with `Idempotent-Replayed: true`; the operation runs once.',
             schema: { type: 'string', minLength: 1, maxLength: 255 },
           }),
-          problem(
-            400,
-            `The ${headerName} header is ${required ? 'missing or ' : ''}invalid.`,
-            required
-              ? [IdempotencyErrorCode.KeyMissing, IdempotencyErrorCode.KeyInvalid]
-              : [IdempotencyErrorCode.KeyInvalid],
-          ),
+          problem(400, `The ${headerName} header is ${required ? 'missing or ' : ''}invalid.`, [
+            ...(required ? [IdempotencyErrorCode.KeyMissing] : []),
+            IdempotencyErrorCode.KeyInvalid,
+            ...(options.fingerprint === undefined ? [IdempotencyErrorCode.FingerprintFailed] : []),
+          ]),
         ]
       : []),
     problem(
