@@ -18,6 +18,7 @@ export const ProblemCode = {
   PreconditionFailed: 'PRECONDITION_FAILED',
   ConcurrentChange: 'CONCURRENT_CHANGE',
   PaymentGatewayFailed: 'PAYMENT_GATEWAY_FAILED',
+  HealthCheckFailed: 'HEALTH_CHECK_FAILED',
   HttpError: 'HTTP_ERROR',
   InternalError: 'INTERNAL_ERROR',
 } as const;

@@ -1,4 +1,4 @@
-import { Controller, Get } from '@nestjs/common';
+import { Controller, Get, HttpStatus, ServiceUnavailableException } from '@nestjs/common';
 import { ApiTags } from '@nestjs/swagger';
 import {
   HealthCheck,
@@ -9,6 +9,7 @@ import {
 } from '@nestjs/terminus';
 import { IdempotencyStore } from 'nestjs-idempotency';
 import { RedisIdempotencyStore } from 'nestjs-idempotency/redis';
+import { ProblemCode, ProblemException } from '../common/problem';
 
 const TIMEOUT_MS = 1_500;
 
@@ -25,7 +26,27 @@ export class HealthController {
 
   @Get()
   @HealthCheck()
-  check(): Promise<HealthCheckResult> {
+  async check(): Promise<HealthCheckResult> {
+    try {
+      return await this.checkAll();
+    } catch (error) {
+      // Terminus answers 503 with the results as the body; keep them (which check is down) in the
+      // problem, which the filter would otherwise turn into a bare internal error.
+      if (error instanceof ServiceUnavailableException) {
+        const { info, error: down, details } = error.getResponse() as HealthCheckResult;
+        throw new ProblemException(
+          HttpStatus.SERVICE_UNAVAILABLE,
+          ProblemCode.HealthCheckFailed,
+          'Service unavailable',
+          `Not reachable: ${Object.keys(down ?? {}).join(', ')}.`,
+          { info, error: down, details },
+        );
+      }
+      throw error;
+    }
+  }
+
+  private checkAll(): Promise<HealthCheckResult> {
     const store = this.store;
     return this.health.check([
       () => this.database.pingCheck('database').withTimeout(TIMEOUT_MS),
