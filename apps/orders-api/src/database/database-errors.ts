@@ -29,3 +29,33 @@ export function isForeignKeyViolation(error: unknown): boolean {
       /FOREIGN KEY constraint failed/.test(String((error as Error).message)))
   );
 }
+
+/** A deadlock or serialization failure: running the same statement again resolves it. */
+export function isTransientConflict(error: unknown): boolean {
+  const code = codeOf(error);
+  return (
+    code === '40P01' ||
+    code === '40001' ||
+    code === 'ER_LOCK_DEADLOCK' ||
+    code === 'SQLITE_BUSY' ||
+    code === 'SQLITE_BUSY_SNAPSHOT'
+  );
+}
+
+/**
+ * Runs `work`, again when it fails on a deadlock or serialization failure (InnoDB deadlocks
+ * between a payment's insert, whose foreign key check locks the order, and another's settlement).
+ * `work` must be safe to repeat: a single statement or a transaction.
+ */
+export async function retryTransient<T>(work: () => Promise<T>, attempts = 5): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await work();
+    } catch (error) {
+      if (attempt >= attempts || !isTransientConflict(error)) {
+        throw error;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 5 * attempt + Math.random() * 20));
+    }
+  }
+}

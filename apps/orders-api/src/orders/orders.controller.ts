@@ -21,13 +21,12 @@ import {
   ApiNotModifiedResponse,
   ApiOkResponse,
   ApiPreconditionFailedResponse,
-  ApiQuery,
   ApiTags,
 } from '@nestjs/swagger';
 import { Idempotent } from 'nestjs-idempotency';
 import { entityTag, matchesEntityTag } from '../common/etag';
 import type { HttpResponse } from '../common/http';
-import { OrderInputDto } from './dto/order-input.dto';
+import { ListOrdersQuery, OrderInputDto } from './dto/order-input.dto';
 import { OrderResponse } from './dto/order.response';
 import type { Order } from './order.entity';
 import { OrdersService } from './orders.service';
@@ -51,10 +50,9 @@ export class OrdersController {
   }
 
   @Get()
-  @ApiQuery({ name: 'customerId', required: false })
   @ApiOkResponse({ type: [OrderResponse] })
-  async list(@Query('customerId') customerId?: string): Promise<OrderResponse[]> {
-    const orders = await this.orders.list(typeof customerId === 'string' ? customerId : undefined);
+  async list(@Query() query: ListOrdersQuery): Promise<OrderResponse[]> {
+    const orders = await this.orders.list(query.customerId);
     return orders.map((order) => OrderResponse.of(order));
   }
 

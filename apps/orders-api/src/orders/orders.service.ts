@@ -10,7 +10,7 @@ import {
   preconditionFailed,
 } from '../common/problem';
 import { entityTag, matchesEntityTag } from '../common/etag';
-import { isForeignKeyViolation } from '../database/database-errors';
+import { isForeignKeyViolation, retryTransient } from '../database/database-errors';
 import { toCents } from '../database/money';
 import { Payment } from '../payments/payment.entity';
 import type { OrderInputDto } from './dto/order-input.dto';
@@ -71,19 +71,21 @@ export class OrdersService {
         return current;
       }
       const next = { ...content, version: current.version + 1, updatedAt: new Date() };
-      const result = await this.orders
-        .createQueryBuilder()
-        .update(Order)
-        .set(next)
-        .where('id = :id AND version = :version AND status = :pending', {
-          id,
-          version: current.version,
-          pending: 'pending',
-        })
-        .andWhere(
-          `NOT EXISTS (SELECT 1 FROM ${this.payments.metadata.tableName} p WHERE p.order_id = :id)`,
-        )
-        .execute();
+      const result = await retryTransient(() =>
+        this.orders
+          .createQueryBuilder()
+          .update(Order)
+          .set(next)
+          .where('id = :id AND version = :version AND status = :pending', {
+            id,
+            version: current.version,
+            pending: 'pending',
+          })
+          .andWhere(
+            `NOT EXISTS (SELECT 1 FROM ${this.payments.metadata.tableName} p WHERE p.order_id = :id)`,
+          )
+          .execute(),
+      );
       if (result.affected) {
         return { ...current, ...next };
       }
@@ -97,16 +99,18 @@ export class OrdersService {
       const current = await this.changeable(id, ifMatch, 'deleted');
       let affected: number | null | undefined;
       try {
-        ({ affected } = await this.orders
-          .createQueryBuilder()
-          .delete()
-          .from(Order)
-          .where('id = :id AND version = :version AND status = :pending', {
-            id,
-            version: current.version,
-            pending: 'pending',
-          })
-          .execute());
+        ({ affected } = await retryTransient(() =>
+          this.orders
+            .createQueryBuilder()
+            .delete()
+            .from(Order)
+            .where('id = :id AND version = :version AND status = :pending', {
+              id,
+              version: current.version,
+              pending: 'pending',
+            })
+            .execute(),
+        ));
       } catch (error) {
         // The payments foreign key: a payment for this order is under way.
         if (isForeignKeyViolation(error)) {

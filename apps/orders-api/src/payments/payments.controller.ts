@@ -5,13 +5,12 @@ import {
   ApiCreatedResponse,
   ApiNotFoundResponse,
   ApiOkResponse,
-  ApiQuery,
   ApiTags,
   ApiUnprocessableEntityResponse,
 } from '@nestjs/swagger';
 import { Idempotent } from 'nestjs-idempotency';
 import type { HttpResponse } from '../common/http';
-import { CreatePaymentDto, PaymentResponse } from './dto/payment.dto';
+import { CreatePaymentDto, ListPaymentsQuery, PaymentResponse } from './dto/payment.dto';
 import { PaymentsService } from './payments.service';
 
 @ApiTags('payments')
@@ -41,10 +40,9 @@ export class PaymentsController {
   }
 
   @Get()
-  @ApiQuery({ name: 'orderId', required: false })
   @ApiOkResponse({ type: [PaymentResponse] })
-  async list(@Query('orderId') orderId?: string): Promise<PaymentResponse[]> {
-    const payments = await this.payments.list(typeof orderId === 'string' ? orderId : undefined);
+  async list(@Query() query: ListPaymentsQuery): Promise<PaymentResponse[]> {
+    const payments = await this.payments.list(query.orderId);
     return payments.map((payment) => PaymentResponse.of(payment));
   }
 

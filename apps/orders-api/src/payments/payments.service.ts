@@ -10,7 +10,11 @@ import {
   ProblemException,
 } from '../common/problem';
 import { ORDERS_API_CONFIG, type OrdersApiConfig } from '../config/orders-api.config';
-import { isForeignKeyViolation, isUniqueViolation } from '../database/database-errors';
+import {
+  isForeignKeyViolation,
+  isUniqueViolation,
+  retryTransient,
+} from '../database/database-errors';
 import { toCents } from '../database/money';
 import { Order } from '../orders/order.entity';
 import type { CreatePaymentDto } from './dto/payment.dto';
@@ -132,7 +136,7 @@ export class PaymentsService {
       createdAt: now,
     });
     try {
-      await this.payments.insert(payment);
+      await retryTransient(() => this.payments.insert(payment));
       return { payment, token };
     } catch (error) {
       if (isForeignKeyViolation(error)) {
@@ -142,16 +146,18 @@ export class PaymentsService {
         throw error;
       }
     }
-    const taken = await this.payments
-      .createQueryBuilder()
-      .update(Payment)
-      .set({ leaseToken: token, leaseExpiresAt })
-      .where('order_id = :orderId AND status = :pending AND lease_expires_at < :now', {
-        orderId: order.id,
-        pending: 'pending',
-        now,
-      })
-      .execute();
+    const taken = await retryTransient(() =>
+      this.payments
+        .createQueryBuilder()
+        .update(Payment)
+        .set({ leaseToken: token, leaseExpiresAt })
+        .where('order_id = :orderId AND status = :pending AND lease_expires_at < :now', {
+          orderId: order.id,
+          pending: 'pending',
+          now,
+        })
+        .execute(),
+    );
     const existing = await this.payments.findOneBy({ orderId: order.id });
     if (taken.affected && existing?.leaseToken === token) {
       this.logger.warn(`Resuming payment ${existing.id}, abandoned by an attempt that stopped.`);
@@ -165,20 +171,27 @@ export class PaymentsService {
 
   /** Deletes a pending payment this attempt holds, so the order can be paid again. */
   private async abandon(payment: Payment, token: string): Promise<void> {
-    await this.payments
-      .createQueryBuilder()
-      .delete()
-      .from(Payment)
-      .where('id = :id AND status = :pending AND lease_token = :token', {
-        id: payment.id,
-        pending: 'pending',
-        token,
-      })
-      .execute();
+    await retryTransient(() =>
+      this.payments
+        .createQueryBuilder()
+        .delete()
+        .from(Payment)
+        .where('id = :id AND status = :pending AND lease_token = :token', {
+          id: payment.id,
+          pending: 'pending',
+          token,
+        })
+        .execute(),
+    );
   }
 
   /** Marks the payment succeeded and its order paid, together. */
   private async settle(payment: Payment): Promise<Payment> {
+    await retryTransient(() => this.settleOnce(payment));
+    return { ...payment, status: 'succeeded', leaseToken: null, leaseExpiresAt: null };
+  }
+
+  private async settleOnce(payment: Payment): Promise<void> {
     await this.dataSource.transaction(async (manager) => {
       await manager
         .createQueryBuilder()
@@ -193,6 +206,5 @@ export class PaymentsService {
         .where('id = :id AND status = :pending', { id: payment.orderId, pending: 'pending' })
         .execute();
     });
-    return { ...payment, status: 'succeeded', leaseToken: null, leaseExpiresAt: null };
   }
 }

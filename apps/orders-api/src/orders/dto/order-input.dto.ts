@@ -7,6 +7,7 @@ import {
   IsInt,
   IsNotEmpty,
   IsNumber,
+  IsOptional,
   IsString,
   Max,
   MaxLength,
@@ -55,4 +56,17 @@ export class OrderInputDto {
   @ValidateNested({ each: true })
   @Type(() => OrderItemDto)
   items!: OrderItemDto[];
+}
+
+/** Query of `GET /orders`. */
+export class ListOrdersQuery {
+  @ApiProperty({
+    required: false,
+    maxLength: 100,
+    description: 'Only the orders of this customer.',
+  })
+  @IsOptional()
+  @IsString()
+  @MaxLength(100)
+  customerId?: string;
 }

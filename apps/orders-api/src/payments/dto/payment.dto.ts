@@ -1,5 +1,5 @@
 import { ApiProperty } from '@nestjs/swagger';
-import { IsNumber, IsUUID, Max, Min } from 'class-validator';
+import { IsNumber, IsOptional, IsString, IsUUID, Max, MaxLength, Min } from 'class-validator';
 import type { Payment, PaymentStatus } from '../payment.entity';
 
 /** Body of `POST /payments`. */
@@ -41,4 +41,13 @@ export class PaymentResponse {
       createdAt: payment.createdAt,
     };
   }
+}
+
+/** Query of `GET /payments`. */
+export class ListPaymentsQuery {
+  @ApiProperty({ required: false, format: 'uuid', description: 'Only the payments of this order.' })
+  @IsOptional()
+  @IsString()
+  @MaxLength(36)
+  orderId?: string;
 }
