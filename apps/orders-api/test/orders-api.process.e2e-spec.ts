@@ -164,7 +164,11 @@ describe('orders API process on SQLite (no server needed)', () => {
       });
       const order = (await postOrder(app, key(), orderFor('c-shutdown')).expect(201)).body;
       const k = key();
-      const paying = postPayment(app, k, order.id, order.total).then((res) => res);
+      let answered = false;
+      const paying = postPayment(app, k, order.id, order.total).then((res) => {
+        answered = true;
+        return res;
+      });
       // The pending payment row exists once the handler is in the gateway call.
       await eventually('the payment to be under way', async () => {
         const res = await request(app.url).get('/payments').query({ orderId: order.id });
@@ -173,7 +177,14 @@ describe('orders API process on SQLite (no server needed)', () => {
 
       app.signal('SIGTERM');
       await app.waitForOutput(/SIGTERM: closing; waiting for 1 running request/, 5_000);
-      expect(await tryConnect(app.port)).toBe('ECONNREFUSED');
+      // The app logs that line just before it closes the listener: poll, briefly.
+      await eventually(
+        'new connections to be refused',
+        async () => (await tryConnect(app.port)) === 'ECONNREFUSED',
+        1_000,
+        20,
+      );
+      expect(answered).toBe(false);
       expect(app.running).toBe(true);
 
       const paid = await paying;
