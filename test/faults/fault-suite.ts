@@ -1,0 +1,243 @@
+import { spawnSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Redis } from 'ioredis';
+import request, { type Response } from 'supertest';
+import { DataSource } from 'typeorm';
+import {
+  type AppProcess,
+  type Child,
+  freePort,
+  spawnChild,
+  spawnOrdersApi,
+} from '../../apps/orders-api/test/orders-api.process';
+import { describeWithServer } from '../utils/services';
+
+/**
+ * What the fault scenarios share: the orders API as real child processes (reusing the process
+ * e2e helpers), a `redis-server` of the suite's own that a test may stop, a SQL connection that
+ * counts what the handlers created, and the tallies each scenario records.
+ */
+
+/** ts-node starts the app in several seconds on a small machine; three at once take longer. */
+export const START_MS = 180_000;
+export const PROBLEM = /^application\/problem\+json/;
+
+/** An idempotency key no other run or suite can have sent. */
+export const key = (label: string) => `fault-${label}-${randomUUID()}`;
+
+export const orderFor = (customerId: string) => ({
+  customerId,
+  items: [{ sku: 'SKU-1', quantity: 2, unitPrice: 9.99 }],
+});
+
+export const postOrder = (app: AppProcess, k: string, body: object) =>
+  request(app.url).post('/orders').set('Idempotency-Key', k).send(body);
+
+export const postPayment = (app: AppProcess, k: string, orderId: string, amount: number) =>
+  request(app.url).post('/payments').set('Idempotency-Key', k).send({ orderId, amount });
+
+/** The payments of an order, as the app lists them. */
+export async function paymentsOf(
+  app: AppProcess,
+  orderId: string,
+): Promise<{ id: string; status: string }[]> {
+  const res = await request(app.url).get('/payments').query({ orderId }).expect(200);
+  return res.body;
+}
+
+/** Whether an answer is the library's "the first request with this key is still running". */
+export const inProgress = (res: Response) =>
+  res.status === 409 && res.body?.code === 'IDEMPOTENCY_REQUEST_IN_PROGRESS';
+
+/** Counts of answers by status, written as `201: 30, 409: 12` for the outcome files. */
+export class StatusTally {
+  private readonly counts = new Map<number, number>();
+
+  add(status: number): void {
+    this.counts.set(status, (this.count(status) ?? 0) + 1);
+  }
+
+  count(status: number): number {
+    return this.counts.get(status) ?? 0;
+  }
+
+  /** How many answers had a status from `from` to `to` inclusive. */
+  between(from: number, to: number): number {
+    let total = 0;
+    for (const [status, count] of this.counts) {
+      if (status >= from && status <= to) {
+        total += count;
+      }
+    }
+    return total;
+  }
+
+  get total(): number {
+    return this.between(0, 999);
+  }
+
+  toString(): string {
+    return [...this.counts]
+      .sort(([a], [b]) => a - b)
+      .map(([status, count]) => `${status}: ${count}`)
+      .join(', ');
+  }
+}
+
+/**
+ * Starts the app on a free port. Other suites on the machine pick ports from the same range, so
+ * one may take the port between the check and the listen: then it starts again on another.
+ */
+export async function startApp(env: NodeJS.ProcessEnv, name: string): Promise<AppProcess> {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const app = await spawnOrdersApi({
+      env: { ...env, PORT: String(port) },
+      name: `${name}:${port}`,
+    });
+    try {
+      await app.waitForOutput(/Listening on http:\/\/localhost:\d+/);
+      return app;
+    } catch (error) {
+      if (attempt >= 3 || !/EADDRINUSE/.test(app.stderr)) {
+        throw error;
+      }
+    }
+  }
+}
+
+/** Starts `count` instances of the app side by side (in parallel) with the same environment. */
+export function startInstances(
+  count: number,
+  env: NodeJS.ProcessEnv,
+  name = 'orders-api',
+): Promise<AppProcess[]> {
+  return Promise.all(Array.from({ length: count }, (_, i) => startApp(env, `${name}#${i}`)));
+}
+
+/** A connection of the test's own to the app's database: one connection, so it is never shared. */
+export function openSql(url: string): Promise<DataSource> {
+  return new DataSource({ type: 'postgres', url, extra: { max: 1 } }).initialize();
+}
+
+/** How many lines of the app's output (stdout and stderr) match `pattern`. */
+export function logLines(app: Child, pattern: RegExp): string[] {
+  return `${app.stdout}\n${app.stderr}`.split('\n').filter((line) => pattern.test(line));
+}
+
+/** `describe` when every server is reachable (see {@link describeWithServer}). */
+export async function describeWithServers(
+  ...servers: [Parameters<typeof describeWithServer>[0], string][]
+): Promise<jest.Describe> {
+  const gates = await Promise.all(servers.map(([name, url]) => describeWithServer(name, url)));
+  return gates.every((gate) => gate === describe) ? describe : describe.skip;
+}
+
+/** `describe` when `redis-server` can be started; under CI its absence is a failure. */
+export function describeWithRedisServer(): jest.Describe {
+  if (spawnSync('redis-server', ['--version']).status === 0) {
+    return describe;
+  }
+  const message = 'redis-server is not installed; this suite starts a Redis of its own';
+  if (process.env.CI) {
+    throw new Error(message);
+  }
+  console.warn(`skipping: ${message}`);
+  return describe.skip;
+}
+
+/**
+ * A `redis-server` of the suite's own on a free loopback port, with no persistence, so a test can
+ * stop it, start it again on the same port, pause it or fill it without touching the machine's
+ * Redis. `admin` is a connection of the test's own to it.
+ */
+export class OwnRedis {
+  private server: Child | undefined;
+  private adminClient: Redis | undefined;
+
+  private constructor(
+    readonly port: number,
+    private readonly dir: string,
+  ) {}
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  static async start(): Promise<OwnRedis> {
+    const dir = mkdtempSync(join(tmpdir(), 'faults-redis-'));
+    for (let attempt = 1; ; attempt++) {
+      const redis = new OwnRedis(await freePort(), dir);
+      try {
+        await redis.restart();
+        return redis;
+      } catch (error) {
+        // Another suite took the port between the check and the listen.
+        if (attempt >= 3 || !/Address already in use/i.test(redis.server?.stdout ?? '')) {
+          throw error;
+        }
+      }
+    }
+  }
+
+  /** Starts the server (again) on the same port, and waits until it accepts connections. */
+  async restart(): Promise<void> {
+    if (this.server?.running) {
+      throw new Error('redis-server is already running');
+    }
+    this.server = spawnChild(`redis-server:${this.port}`, 'redis-server', [
+      '--port',
+      String(this.port),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--dir',
+      this.dir,
+    ]);
+    await this.server.waitForOutput(/Ready to accept connections/, 15_000);
+  }
+
+  /** SIGTERM: with no persistence configured it exits at once, dropping every key. */
+  async stop(): Promise<void> {
+    await this.adminClient?.quit().catch(() => undefined);
+    this.adminClient = undefined;
+    const exit = await this.server?.stop();
+    if (exit && exit.code !== 0) {
+      throw new Error(`redis-server exited with ${JSON.stringify(exit)}`);
+    }
+  }
+
+  /** A connection of the test's own (not the app's), opened on first use. */
+  get admin(): Redis {
+    this.adminClient ??= new Redis(this.url, { maxRetriesPerRequest: 1 });
+    return this.adminClient;
+  }
+
+  /** Stops the server if it runs and removes its directory. */
+  async destroy(): Promise<void> {
+    await this.stop().catch(() => undefined);
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Resends `send` while it answers 409 IDEMPOTENCY_REQUEST_IN_PROGRESS; returns every answer. */
+export async function untilNotInProgress(
+  send: () => Promise<Response>,
+  timeoutMs = 30_000,
+  intervalMs = 50,
+): Promise<Response[]> {
+  const deadline = Date.now() + timeoutMs;
+  const answers = [await send()];
+  while (inProgress(answers.at(-1)!) && Date.now() < deadline) {
+    await sleep(intervalMs);
+    answers.push(await send());
+  }
+  return answers;
+}
