@@ -14,6 +14,12 @@ describe('storageKey', () => {
   it('is stable', () => {
     expect(storageKey(['p', 'k'])).toBe(storageKey(['p', 'k']));
   });
+
+  it('keeps the digest of earlier versions, so records stored before an upgrade still match', () => {
+    expect(
+      storageKey(['nestjs-idempotency:v1', 'endpoint', 'POST', '/orders', 'anonymous', 'clé-42']),
+    ).toBe('179aeaa66d553b39c02fc3a633c2cb5d7d1e39b6c907e57b24eecab228f4af26');
+  });
 });
 
 describe('requestFingerprint', () => {
