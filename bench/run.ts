@@ -31,6 +31,7 @@ import {
   type RunningServer,
   type ServerKind,
   type ServerSpec,
+  cpuTimeMs,
   startServer,
 } from './lib/servers';
 
@@ -382,14 +383,19 @@ async function main(): Promise<void> {
     for (let round = 0; round < SETTINGS.rounds; round++) {
       const order = round % 2 === 0 ? scenarios : [...scenarios].reverse();
       for (const scenario of order) {
+        const cpuBefore = cpuTimeMs(scenario.server);
         const result = await load(scenario.server.url, {
           connections: SETTINGS.connections,
           durationS: SETTINGS.durationS,
           nextKey: keys(scenario),
         });
+        const cpuAfter = cpuTimeMs(scenario.server);
+        if (cpuBefore !== undefined && cpuAfter !== undefined) {
+          result.serverCpuMs = cpuAfter - cpuBefore;
+        }
         scenario.rounds.push(result);
         log(
-          `round ${round + 1}/${SETTINGS.rounds} ${scenario.id.padEnd(24)} ${(result.requests / result.durationS).toFixed(0).padStart(6)} req/s  p99 ${result.p99Ms} ms${result.non2xx + result.errors ? `  ${result.non2xx} non-2xx, ${result.errors} errors` : ''}`,
+          `round ${round + 1}/${SETTINGS.rounds} ${scenario.id.padEnd(24)} ${(result.requests / result.durationS).toFixed(0).padStart(6)} req/s  p99 ${result.p99Ms} ms  cpu ${result.serverCpuMs === undefined ? '-' : ((result.serverCpuMs * 1000) / result.requests).toFixed(0)} us/req${result.non2xx + result.errors ? `  ${result.non2xx} non-2xx, ${result.errors} errors` : ''}`,
         );
       }
     }

@@ -10,6 +10,8 @@ export interface LoadResult {
   p99Ms: number;
   non2xx: number;
   errors: number;
+  /** CPU time the server used during the load, in milliseconds (when /proc tells). */
+  serverCpuMs?: number;
 }
 
 /**

@@ -46,6 +46,8 @@ export interface Report {
 
 interface Summary {
   rps: number;
+  /** Server CPU time per request, in microseconds (NaN when unknown). */
+  cpuUs: number;
   p50: number;
   p99: number;
   failed: number;
@@ -72,8 +74,12 @@ const median = (values: number[]): number => {
 export function summarize(measured: Measured): Summary {
   const requests = measured.rounds.reduce((sum, r) => sum + r.requests, 0);
   const seconds = measured.rounds.reduce((sum, r) => sum + r.durationS, 0);
+  const cpuRounds = measured.rounds.filter((r) => r.serverCpuMs !== undefined);
+  const cpuMs = cpuRounds.reduce((sum, r) => sum + (r.serverCpuMs ?? 0), 0);
+  const cpuRequests = cpuRounds.reduce((sum, r) => sum + r.requests, 0);
   return {
     rps: seconds > 0 ? requests / seconds : 0,
+    cpuUs: cpuRequests > 0 ? (cpuMs * 1000) / cpuRequests : NaN,
     p50: median(measured.rounds.map((r) => r.p50Ms)),
     p99: median(measured.rounds.map((r) => r.p99Ms)),
     failed: measured.rounds.reduce((sum, r) => sum + r.non2xx + r.errors, 0),
@@ -122,16 +128,16 @@ export function renderReport(report: Report): string {
   );
   lines.push('');
   lines.push(
-    '| platform | scenario | req/s | p50 ms | p99 ms | vs bare | store round trips / request | floor | checked |',
+    '| platform | scenario | req/s | p50 ms | p99 ms | vs bare | app CPU µs / request | store round trips / request | floor | checked |',
   );
-  lines.push('| --- | --- | ---: | ---: | ---: | ---: | --- | --- | --- |');
+  lines.push('| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |');
   for (const m of report.scenarios) {
     const s = summarize(m);
     const name = [STORE_LABEL[m.kind], PATH_LABEL[m.path]].filter(Boolean).join(', ');
     const failed = s.failed > 0 ? ` (${s.failed} failed)` : '';
     lines.push(
       `| ${m.platform} | ${name}${failed} | ${fixed(s.rps)} | ${s.p50} | ${s.p99} | ` +
-        `${fixed(s.rps / bareRps(m.platform), 2)} | ${m.roundTrips?.detail ?? 'not counted'} | ` +
+        `${fixed(s.rps / bareRps(m.platform), 2)} | ${fixed(s.cpuUs)} | ${m.roundTrips?.detail ?? 'not counted'} | ` +
         `${floorOf(m)} | ${m.roundTrips?.check ?? '-'} |`,
     );
   }
