@@ -1,3 +1,5 @@
+import { jest } from '@jest/globals';
+import { Logger } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { RedisIdempotencyStore } from 'nestjs-idempotency/redis';
@@ -60,6 +62,28 @@ describeRedis('RedisIdempotencyStore on standalone Redis', () => {
         store.claim({ key: 'd'.repeat(64), fingerprint: null, ownerToken: 'o', leaseMs: 100 }),
       ).rejects.toThrow();
       await store.close();
+    });
+
+    it('logs a lost connection once, not once per reconnection attempt, and closes while down', async () => {
+      const error = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+      const store = new RedisIdempotencyStore({
+        client: { host: '127.0.0.1', port: 1, retryStrategy: () => 10 },
+      });
+      try {
+        for (let i = 0; i < 3; i++) {
+          await expect(
+            store.claim({ key: 'e'.repeat(64), fingerprint: null, ownerToken: 'o', leaseMs: 100 }),
+          ).rejects.toThrow();
+        }
+        const lost = error.mock.calls.filter(([message]) =>
+          String(message).includes('Redis connection lost'),
+        );
+        expect(lost).toHaveLength(1);
+        // Shutting down while Redis is down must not hang.
+        await store.close();
+      } finally {
+        error.mockRestore();
+      }
     });
   });
 });

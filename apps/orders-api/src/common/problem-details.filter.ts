@@ -40,7 +40,9 @@ export class ProblemDetailsFilter implements ExceptionFilter {
     const { httpAdapter } = this.adapterHost;
     const response = host.switchToHttp().getResponse();
     const body = this.toProblem(exception);
-    if (body.status >= 500) {
+    // An HttpException of 5xx (503 from the library, 502 from the gateway, a failed health check)
+    // is an answer its thrower already logged; anything else is a bug, logged with its stack.
+    if (body.status >= 500 && !(exception instanceof HttpException)) {
       this.logger.error(
         body.detail,
         exception instanceof Error ? exception.stack : String(exception),

@@ -1,4 +1,4 @@
-import type { OnModuleDestroy } from '@nestjs/common';
+import { Logger, type OnModuleDestroy } from '@nestjs/common';
 import { Cluster, Redis, type ClusterNode, type ClusterOptions, type RedisOptions } from 'ioredis';
 import {
   type ClaimOptions,
@@ -104,6 +104,7 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
   readonly client: Redis | Cluster;
   private readonly scripted: ScriptedClient;
   private readonly owned: boolean;
+  private readonly logger = new Logger('RedisIdempotencyStore');
   private readonly keyPrefix: string;
 
   constructor(options: RedisIdempotencyStoreOptions = {}) {
@@ -122,6 +123,9 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
       });
     } else {
       this.client = new Redis({ commandTimeout, maxRetriesPerRequest: 1, ...client });
+    }
+    if (this.owned) {
+      this.watchConnection();
     }
     this.keyPrefix = keyPrefix;
     this.scripted = this.client as ScriptedClient;
@@ -191,11 +195,37 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
     } else {
       this.client.disconnect();
     }
-    await ended;
+    // A client waiting between reconnection attempts (Redis is down) has no socket left to close
+    // and never emits 'end'; disconnect() has stopped its reconnecting, so do not wait for it.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([ended, new Promise((resolve) => (timer = setTimeout(resolve, 1_000)))]);
+    clearTimeout(timer);
   }
 
   async onModuleDestroy(): Promise<void> {
     await this.close();
+  }
+
+  /**
+   * Logs a lost connection once, and its return, for a client the store created. Without an
+   * `error` listener ioredis prints every failed reconnection attempt as an unhandled error event.
+   */
+  private watchConnection(): void {
+    let down = false;
+    this.client.on('error', (error: Error) => {
+      if (!down) {
+        down = true;
+        this.logger.error(
+          `Redis connection lost (${error.message}); requests get 503 until it is back.`,
+        );
+      }
+    });
+    this.client.on('ready', () => {
+      if (down) {
+        down = false;
+        this.logger.log('Redis connection is back.');
+      }
+    });
   }
 
   private redisKey(key: string): string {
