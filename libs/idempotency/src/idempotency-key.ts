@@ -12,7 +12,9 @@ export class InvalidKeyError extends Error {}
  * {@link InvalidKeyError} unless the result is 1 to 255 characters of printable ASCII.
  */
 export function parseIdempotencyKey(raw: string): string {
-  const value = raw.trim();
+  // Only spaces and tabs surround a field value (RFC 9110 OWS); String.prototype.trim() would also
+  // drop a non-breaking space (byte 0xA0, as Node decodes it) and accept a key the client never sent.
+  const value = raw.replace(/^[ \t]+|[ \t]+$/g, '');
   const key = value.startsWith('"') ? unquote(value) : value;
   validateIdempotencyKey(key);
   return key;
