@@ -16,6 +16,7 @@ import {
   Module,
   Optional,
   Post,
+  Query,
 } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
@@ -43,6 +44,8 @@ const PLATFORM = env('BENCH_PLATFORM', 'express');
 const STORE = env('BENCH_STORE', 'none');
 const DATABASE_URL = env('BENCH_DATABASE_URL');
 const TTL_MS = Number(env('BENCH_TTL_MS', String(10 * 60_000)));
+/** Added to the memory store's clock by GET /orders/clock, so the memory run expires keys at once. */
+let clockOffsetMs = 0;
 
 @Controller('orders')
 class OrdersController {
@@ -58,6 +61,13 @@ class OrdersController {
     @Body() body: { customerId?: string; amount?: number; currency?: string },
   ): Promise<BenchOrder> {
     return this.orders.create(body);
+  }
+
+  /** Moves the memory store's clock forward by `ms`: records expire as if that time had passed. */
+  @Get('clock')
+  advanceClock(@Query('ms') ms: string): { offsetMs: number } {
+    clockOffsetMs += Number(ms);
+    return { offsetMs: clockOffsetMs };
   }
 
   /** Memory figures after a full GC (the driver starts the memory run with --expose-gc). */
@@ -80,6 +90,7 @@ function idempotencyModule(): DynamicModule[] {
           ttl: TTL_MS,
           store: new MemoryIdempotencyStore({
             sweepIntervalMs: Number(env('BENCH_SWEEP_MS', '60000')),
+            now: () => Date.now() + clockOffsetMs,
           }),
         }),
       ];

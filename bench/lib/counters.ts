@@ -64,10 +64,10 @@ export async function countRedisCommands(
 }
 
 /**
- * Transactions committed or rolled back in one database, from `pg_stat_database`, read over a
- * connection to another database so that the reading itself is not counted. Every statement the
- * stores and the handler send outside a transaction is one transaction, so the delta over a
- * batch of requests is the number of statements they ran.
+ * Statements run in one database, from `pg_stat_database`, read over a connection to another
+ * database so that the reading itself is not counted. Every statement sent outside a transaction
+ * is one transaction, and so is the start of every new session (its catalog lookups): the count
+ * is the delta of `xact_commit + xact_rollback` minus the delta of `sessions`.
  */
 export class PgTransactionCounter {
   private readonly client: Client;
@@ -109,7 +109,7 @@ export class PgTransactionCounter {
 
   private async read(): Promise<number> {
     const { rows } = await this.client.query<{ n: string }>(
-      'SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = $1',
+      'SELECT xact_commit + xact_rollback - sessions AS n FROM pg_stat_database WHERE datname = $1',
       [this.database],
     );
     return Number(rows[0]?.n ?? 0);
