@@ -8,6 +8,7 @@ import {
 } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { STATUS_CODES } from 'node:http';
+import { isUnstorableValue } from '../database/database-errors';
 import { type Problem, problem, PROBLEM_CONTENT_TYPE, ProblemCode } from './problem';
 
 const CODES: Partial<Record<number, ProblemCode>> = {
@@ -55,6 +56,16 @@ export class ProblemDetailsFilter implements ExceptionFilter {
   private toProblem(exception: unknown): Problem {
     if (exception instanceof HttpException) {
       return this.fromHttpException(exception);
+    }
+    // Validation passed but the database refused the value (a NUL character, a string longer
+    // than its column as the database counts characters): the request's fault, not the server's.
+    if (isUnstorableValue(exception)) {
+      return problem(
+        HttpStatus.BAD_REQUEST,
+        ProblemCode.ValidationFailed,
+        'Invalid request',
+        'A value of the request cannot be stored: too long or too large for its field, or holding a character that is not accepted (such as U+0000).',
+      );
     }
     return (
       bodyParserProblem(exception) ??

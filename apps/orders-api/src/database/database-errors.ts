@@ -30,6 +30,22 @@ export function isForeignKeyViolation(error: unknown): boolean {
   );
 }
 
+/**
+ * The database refused a value of the request itself: too long for its column as the database
+ * counts characters, a number out of the column's range, or a character it cannot store (U+0000
+ * on PostgreSQL). SQLSTATE class 22 (data exception) on PostgreSQL, the matching MySQL errors.
+ */
+export function isUnstorableValue(error: unknown): boolean {
+  const code = codeOf(error);
+  return (
+    (code !== undefined && /^22[0-9A-Z]{3}$/.test(code)) ||
+    code === 'ER_DATA_TOO_LONG' ||
+    code === 'ER_WARN_DATA_OUT_OF_RANGE' ||
+    code === 'ER_TRUNCATED_WRONG_VALUE_FOR_FIELD' ||
+    code === 'ER_TRUNCATED_WRONG_VALUE'
+  );
+}
+
 /** A deadlock or serialization failure: running the same statement again resolves it. */
 export function isTransientConflict(error: unknown): boolean {
   const code = codeOf(error);
