@@ -1,4 +1,5 @@
 import { Logger } from '@nestjs/common';
+import { EventEmitter } from 'node:events';
 import { CreateIdempotencyRecordsTable1763800000000 } from 'nestjs-idempotency/typeorm';
 import { DataSource, type DataSourceOptions } from 'typeorm';
 import type { DatabaseConfig } from '../config/orders-api.config';
@@ -87,6 +88,7 @@ export async function runMigrations(dataSource: DataSource): Promise<void> {
 /** Opens the DataSource and brings its schema up to date. */
 export async function openDatabase(options: DataSourceOptions): Promise<DataSource> {
   const dataSource = await new DataSource(options).initialize();
+  listenToEveryPostgresConnection(dataSource);
   try {
     await runMigrations(dataSource);
   } catch (error) {
@@ -94,4 +96,26 @@ export async function openDatabase(options: DataSourceOptions): Promise<DataSour
     throw error;
   }
   return dataSource;
+}
+
+/**
+ * node-postgres hands a new connection over with no 'error' listener, and TypeORM adds its own one
+ * a microtask later. A backend that dies in between (pg_terminate_backend, a failover: its
+ * ReadyForQuery and FATAL come in one packet) emits an unhandled 'error' that kills the process.
+ * A listener for each connection's lifetime leaves that error to fail the connection's next query.
+ */
+function listenToEveryPostgresConnection(dataSource: DataSource): void {
+  const pool = (dataSource.driver as { master?: unknown }).master;
+  if (dataSource.options.type !== 'postgres' || !(pool instanceof EventEmitter)) {
+    return;
+  }
+  const logger = new Logger('Database');
+  pool.on('connect', (connection: EventEmitter) => {
+    connection.on('error', (error: Error) => {
+      // Alone, it is the only one told: otherwise the pool or TypeORM handles and logs it.
+      if (connection.listenerCount('error') === 1) {
+        logger.warn(`A PostgreSQL connection failed before it was used: ${error.message}`);
+      }
+    });
+  });
 }
