@@ -106,15 +106,16 @@ async function ordersThrough(
 }
 
 /**
- * The assertions both outages share: only 201 and the library's 503 (and, where `handlerFailures`
- * allows it, the app's 500 for a handler whose own query was cut); exactly the 201s created
- * orders; keys refused run once when retried; the same process is healthy afterwards.
+ * The assertions both outages share: only 201 and the library's 503 (and, where `databaseFailures`
+ * allows it, the app's 503 DATABASE_UNAVAILABLE for a handler whose own query was cut; never a
+ * 500); exactly the 201s created orders; keys refused run once when retried; the same process is
+ * healthy afterwards.
  */
 async function expectFailedClosed(
   app: AppProcess,
   sql: DataSource,
   { sent }: Run,
-  { handlerFailures = false } = {},
+  { databaseFailures = false } = {},
 ) {
   const statuses = new StatusTally();
   const byPhase: Record<Phase, StatusTally> = {
@@ -130,16 +131,20 @@ async function expectFailedClosed(
       continue;
     }
     const answer = { status: res!.status, code: res!.body.code };
-    if (handlerFailures && res!.status === 500) {
-      expect(answer).toEqual({ status: 500, code: 'INTERNAL_ERROR' });
+    if (databaseFailures && answer.code === 'DATABASE_UNAVAILABLE') {
+      expect(answer).toEqual({ status: 503, code: 'DATABASE_UNAVAILABLE' });
     } else {
       expect(answer).toEqual({ status: 503, code: 'IDEMPOTENCY_STORE_UNAVAILABLE' });
     }
     expect(res!.headers['content-type']).toMatch(PROBLEM);
   }
   const created = sent.filter((s) => s.res!.status === 201);
-  const refused = sent.filter((s) => s.res!.status === 503);
-  const failed = sent.filter((s) => s.res!.status === 500);
+  const refused = sent.filter(
+    (s) => s.res!.status === 503 && s.res!.body.code === 'IDEMPOTENCY_STORE_UNAVAILABLE',
+  );
+  const failed = sent.filter(
+    (s) => s.res!.status === 503 && s.res!.body.code === 'DATABASE_UNAVAILABLE',
+  );
   expect(refused.length).toBeGreaterThanOrEqual(ENOUGH);
 
   // Every order in the database was answered 201, and every 201 named an order that exists.
@@ -151,7 +156,7 @@ async function expectFailedClosed(
   const notCreated = new Set([...refused, ...failed].map((s) => s.customerId));
   expect(rows.filter((row) => notCreated.has(row.customer_id))).toEqual([]);
 
-  // A key refused with 503 was never held, one that failed with 500 was released: its retry runs
+  // A key refused by the library was never held, one whose handler lost the database was released: its retry runs
   // the handler, once. (A claim that committed just before its answer was lost, or a release that
   // failed, holds the key for one short lease: 409 meanwhile.)
   const retried = new StatusTally();
@@ -317,7 +322,7 @@ describeWithPostgres(
         },
       );
       const { statuses, byPhase, created, refused, failed, rows, retried } =
-        await expectFailedClosed(app, sql, run, { handlerFailures: true });
+        await expectFailedClosed(app, sql, run, { databaseFailures: true });
       expect(terminated).toBeGreaterThan(0);
       expect(byPhase.after.count(201)).toBeGreaterThanOrEqual(ENOUGH);
 
@@ -336,15 +341,15 @@ describeWithPostgres(
           ordersCreated: rows.length,
           answered503: refused.length,
           ordersForRefusedRequests: 0,
-          answers500FromHandler: failed.length,
-          ordersFor500Answers: 0,
-          answers5xxOther: statuses.between(500, 599) - statuses.count(503) - failed.length,
+          answers503DatabaseUnavailable: failed.length,
+          ordersForThoseAnswers: 0,
+          answers5xxOther: statuses.between(500, 599) - statuses.count(503),
           refusedAndFailedKeysRetried: retried.toString(),
           outageMs: run.outageMs,
           recoveryMs: run.recoveryMs,
           appRestarts: 0,
         },
-        outcome: `${refused.length} requests got 503 IDEMPOTENCY_STORE_UNAVAILABLE and created nothing; ${failed.length} got the app's 500 (the handler's own INSERT was cut: nothing created, key released, the retry ran once); ${rows.length} orders = ${created.length} answers 201; the same process answered 201 ${run.recoveryMs} ms after the terminations stopped`,
+        outcome: `${refused.length} requests got 503 IDEMPOTENCY_STORE_UNAVAILABLE and created nothing; ${failed.length} got the app's 503 DATABASE_UNAVAILABLE (the handler's own INSERT was cut: nothing created, key released, the retry ran once); no 500; ${rows.length} orders = ${created.length} answers 201; the same process answered 201 ${run.recoveryMs} ms after the terminations stopped`,
         file: 'test/faults/store-outage.e2e-spec.ts',
       });
     }, 90_000);

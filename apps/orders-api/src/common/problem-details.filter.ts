@@ -8,7 +8,7 @@ import {
 } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { STATUS_CODES } from 'node:http';
-import { isUnstorableValue } from '../database/database-errors';
+import { isConnectionLost, isUnstorableValue } from '../database/database-errors';
 import { type Problem, problem, PROBLEM_CONTENT_TYPE, ProblemCode } from './problem';
 
 const CODES: Partial<Record<number, ProblemCode>> = {
@@ -65,6 +65,14 @@ export class ProblemDetailsFilter implements ExceptionFilter {
         ProblemCode.ValidationFailed,
         'Invalid request',
         'A value of the request cannot be stored: too long or too large for its field, or holding a character that is not accepted (such as U+0000).',
+      );
+    }
+    if (isConnectionLost(exception)) {
+      return problem(
+        HttpStatus.SERVICE_UNAVAILABLE,
+        ProblemCode.DatabaseUnavailable,
+        'Database unavailable',
+        'The database connection was lost; nothing was done. Retry shortly.',
       );
     }
     return (

@@ -20,6 +20,7 @@ export const ProblemCode = {
   PaymentGatewayFailed: 'PAYMENT_GATEWAY_FAILED',
   HealthCheckFailed: 'HEALTH_CHECK_FAILED',
   HttpError: 'HTTP_ERROR',
+  DatabaseUnavailable: 'DATABASE_UNAVAILABLE',
   InternalError: 'INTERNAL_ERROR',
 } as const;
 export type ProblemCode = (typeof ProblemCode)[keyof typeof ProblemCode];

@@ -46,6 +46,33 @@ export function isUnstorableValue(error: unknown): boolean {
   );
 }
 
+const CONNECTION_CODES = new Set([
+  '57P01', // admin_shutdown (pg_terminate_backend)
+  '57P02', // crash_shutdown
+  '57P03', // cannot_connect_now
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ETIMEDOUT',
+  'EPIPE',
+  'PROTOCOL_CONNECTION_LOST',
+  'ER_SERVER_SHUTDOWN',
+]);
+
+/**
+ * The database connection was lost or refused (a restart, a failover, `pg_terminate_backend`): the
+ * request did not happen and may be retried, so it is a 503, not a 500.
+ */
+export function isConnectionLost(error: unknown): boolean {
+  const code = codeOf(error);
+  if (code !== undefined && (CONNECTION_CODES.has(code) || /^08[0-9A-Z]{3}$/.test(code))) {
+    return true;
+  }
+  const message = String((error as Error)?.message ?? '');
+  return /Connection terminated|connection is closed|Can't add new command when connection is in closed state/i.test(
+    message,
+  );
+}
+
 /** A deadlock or serialization failure: running the same statement again resolves it. */
 export function isTransientConflict(error: unknown): boolean {
   const code = codeOf(error);
