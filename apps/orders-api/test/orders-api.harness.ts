@@ -38,8 +38,7 @@ const server =
     return {
       env: {
         ...env,
-        DATABASE_URL:
-          kind === 'mariadb' ? database.url.replace(/^mysql:/, 'mariadb:') : database.url,
+        DATABASE_URL: database.url,
       },
       cleanup: () => database.drop(),
     };
@@ -47,10 +46,19 @@ const server =
 
 /**
  * The deployments every e2e case runs on: the default (SQLite, records in it through the TypeORM
- * store), PostgreSQL with Redis (the production set-up), and MariaDB with the TypeORM store.
+ * store), SQLite with the memory store, PostgreSQL with Redis (the production set-up), and MariaDB
+ * (through a `mysql://` URL) with the TypeORM store.
  */
 export const DEPLOYMENTS: Deployment[] = [
   { name: 'SQLite + TypeORM store', describe: Promise.resolve(describe), provision: sqlite() },
+  {
+    name: 'SQLite + memory store',
+    describe: Promise.resolve(describe),
+    provision: async () => {
+      const provisioned = await sqlite()();
+      return { ...provisioned, env: { ...provisioned.env, IDEMPOTENCY_STORE: 'memory' } };
+    },
+  },
   {
     name: 'PostgreSQL + Redis store',
     describe: Promise.all([

@@ -9,6 +9,11 @@ export interface IdempotencyDialect {
   readonly now: string;
   /** Claims in one statement; `returnsRecord` when it also answers a held record (PostgreSQL). */
   claim(table: string): string;
+  /**
+   * When `claim` leaves an expired record in place (PostgreSQL, whose claim never locks an existing
+   * row, so a replay writes nothing): the statement that takes it over, fenced on its expiry.
+   */
+  takeover?(table: string): string;
   readonly claimReturnsRecord: boolean;
   /** Whether `claim` says by its returned rows that the key was acquired (else: read back). */
   readonly claimReturnsAcquired: boolean;
@@ -53,27 +58,38 @@ const postgres: IdempotencyDialect = {
   now: '(extract(epoch from clock_timestamp()) * 1000)::bigint',
   claimReturnsRecord: true,
   claimReturnsAcquired: true,
-  // The upsert takes the key when it is new or expired; the second branch reads a live record in
-  // the same round trip. Under a concurrent insert the snapshot may miss the row: the caller retries.
+  // The insert takes a new key; on a conflict it does nothing, so a replay locks no row and writes
+  // nothing (no transaction id, no WAL flush), and the second branch reads the record in the same
+  // round trip with its remaining time. An expired record is taken over by `takeover`, fenced on
+  // its expiry. Under a concurrent insert the snapshot may miss the row: the caller claims again.
   claim: (t) => `
     WITH clock AS (SELECT ${postgres.now} AS ms),
     claimed AS (
-      INSERT INTO ${t} AS r (storage_key, ${TAKEOVER_COLUMNS})
+      INSERT INTO ${t} (storage_key, ${TAKEOVER_COLUMNS})
       SELECT $1, $2, 'in_flight', $3, ms + $4::bigint, ms + $4::bigint, ms, NULL, NULL, NULL, NULL FROM clock
-      ON CONFLICT (storage_key) DO UPDATE SET ${TAKEOVER_SET}
-      WHERE r.expires_at <= (SELECT ms FROM clock)
+      ON CONFLICT (storage_key) DO NOTHING
       RETURNING storage_key
     )
     SELECT 'acquired'::varchar AS state, NULL::varchar AS fingerprint, NULL::varchar AS owner_token,
       NULL::bigint AS lease_remaining_ms, NULL::integer AS response_status,
-      NULL::text AS response_headers, NULL::text AS response_body, NULL::boolean AS response_error
+      NULL::text AS response_headers, NULL::text AS response_body, NULL::boolean AS response_error,
+      NULL::bigint AS remaining_ms
     FROM claimed
     UNION ALL
     SELECT r.state, r.fingerprint, r.owner_token, r.lease_expires_at - (SELECT ms FROM clock),
-      r.response_status, r.response_headers, r.response_body, r.response_error
+      r.response_status, r.response_headers, r.response_body, r.response_error,
+      r.expires_at - (SELECT ms FROM clock)
     FROM ${t} r
-    WHERE r.storage_key = $1 AND r.expires_at > (SELECT ms FROM clock)
-      AND NOT EXISTS (SELECT 1 FROM claimed)`,
+    WHERE r.storage_key = $1 AND NOT EXISTS (SELECT 1 FROM claimed)`,
+  takeover: (t) => `
+    WITH clock AS (SELECT ${postgres.now} AS ms)
+    UPDATE ${t} AS r SET fingerprint = $2, state = 'in_flight', owner_token = $3,
+      lease_expires_at = clock.ms + $4::bigint, expires_at = clock.ms + $4::bigint,
+      created_at = clock.ms, response_status = NULL, response_headers = NULL,
+      response_body = NULL, response_error = NULL
+    FROM clock
+    WHERE r.storage_key = $1 AND r.expires_at <= clock.ms
+    RETURNING r.storage_key`,
   purge: (t) => `
     DELETE FROM ${t} WHERE storage_key IN (
       SELECT storage_key FROM ${t} WHERE expires_at <= ${postgres.now}

@@ -53,6 +53,8 @@ interface RecordRow {
   response_headers: string | null;
   response_body: string | null;
   response_error: boolean | number | null;
+  /** Milliseconds until the record expires (PostgreSQL's claim answers expired records too). */
+  remaining_ms?: string | number | null;
 }
 
 /** Deadlock and serialization failures, which a retry of the same statement resolves. */
@@ -85,6 +87,8 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
     Statement
   >;
   private readonly purgeBatchSize: number;
+  /** The statement taking over an expired record, for dialects whose claim leaves it in place. */
+  private readonly takeover?: string;
   private purgeTimer?: NodeJS.Timeout;
   private purging?: Promise<number>;
 
@@ -116,6 +120,7 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
         WHERE ${owned}`),
       purge: { text: d.purge(table), names: [] },
     };
+    this.takeover = d.takeover?.(table);
     this.purgeBatchSize = options.purgeBatchSize ?? 1_000;
     const interval = options.purgeIntervalMs ?? 60_000;
     if (interval > 0) {
@@ -141,6 +146,13 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
       let row: RecordRow | undefined;
       if (this.dialect.claimReturnsRecord) {
         row = (rows as RecordRow[])[0];
+        if (this.takeover && row && row.state !== 'acquired' && Number(row.remaining_ms) <= 0) {
+          // Expired (or its lease lapsed): take it over, unless another claimer just did.
+          if ((await this.affected(this.takeover, claimParams)) > 0) {
+            return { outcome: 'acquired' };
+          }
+          row = undefined;
+        }
       } else if (this.dialect.claimReturnsAcquired && Array.isArray(rows) && rows.length > 0) {
         return { outcome: 'acquired' };
       } else {
@@ -156,7 +168,7 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
         return this.toResult(row);
       }
       // The record vanished between the upsert and the read (released, or not yet visible to
-      // this snapshot): claim again.
+      // this snapshot), or another claimer took an expired one over first: claim again.
       if (attempt >= MAX_ATTEMPTS) {
         throw new Error('nestjs-idempotency: the claim did not settle after several attempts.');
       }
