@@ -4,11 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import request from 'supertest';
-import {
-  type AppProcess,
-  killAllChildren,
-  startOrdersApi,
-} from '../../apps/orders-api/test/orders-api.process';
+import { type AppProcess, startOrdersApi } from '../../apps/orders-api/test/orders-api.process';
+import { killAllChildren } from '../utils/processes';
 import { storageKey } from '../../libs/idempotency/src/idempotency.hashing';
 import {
   createTemporaryDatabase,

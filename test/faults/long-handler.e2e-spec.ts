@@ -1,11 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Response } from 'supertest';
-import {
-  type AppProcess,
-  eventually,
-  killAllChildren,
-} from '../../apps/orders-api/test/orders-api.process';
+import { type AppProcess } from '../../apps/orders-api/test/orders-api.process';
+import { eventually, killAllChildren } from '../utils/processes';
 import {
   createTemporaryDatabase,
   POSTGRES_URL,
@@ -13,7 +10,6 @@ import {
   type TemporaryDatabase,
 } from '../utils/databases';
 import {
-  describeWithServers,
   inProgress,
   key,
   logLines,
@@ -25,6 +21,7 @@ import {
   startApp,
   StatusTally,
 } from './fault-suite';
+import { describeWithServers } from '../utils/services';
 import { recordOutcome } from './outcomes';
 
 /**

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import request, { type Response } from 'supertest';
 import type { DataSource } from 'typeorm';
-import { type AppProcess, killAllChildren } from '../../apps/orders-api/test/orders-api.process';
+import { type AppProcess } from '../../apps/orders-api/test/orders-api.process';
+import { killAllChildren } from '../utils/processes';
 import {
   createTemporaryDatabase,
   POSTGRES_URL,
@@ -9,7 +10,6 @@ import {
   type TemporaryDatabase,
 } from '../utils/databases';
 import {
-  describeWithServers,
   inProgress,
   key,
   openSql,
@@ -20,6 +20,7 @@ import {
   StatusTally,
   untilNotInProgress,
 } from './fault-suite';
+import { describeWithServers } from '../utils/services';
 import { recordOutcome } from './outcomes';
 
 /**

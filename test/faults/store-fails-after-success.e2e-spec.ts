@@ -1,19 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import request, { type Response } from 'supertest';
-import {
-  type AppProcess,
-  eventually,
-  killAllChildren,
-} from '../../apps/orders-api/test/orders-api.process';
+import { type AppProcess } from '../../apps/orders-api/test/orders-api.process';
+import { eventually, killAllChildren } from '../utils/processes';
 import { createTemporaryDatabase, POSTGRES_URL, type TemporaryDatabase } from '../utils/databases';
 import {
-  describeWithRedisServer,
-  describeWithServers,
   inProgress,
   key,
   logLines,
-  OwnRedis,
   orderFor,
   paymentsOf,
   PROBLEM,
@@ -23,6 +17,8 @@ import {
   startApp,
   StatusTally,
 } from './fault-suite';
+import { describeWithRedisServer, OwnRedis } from '../utils/redis-server';
+import { describeWithServers } from '../utils/services';
 import { recordOutcome } from './outcomes';
 
 /**

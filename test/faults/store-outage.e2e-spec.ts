@@ -2,19 +2,13 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import request, { type Response } from 'supertest';
 import type { DataSource } from 'typeorm';
-import {
-  type AppProcess,
-  eventually,
-  killAllChildren,
-} from '../../apps/orders-api/test/orders-api.process';
+import { type AppProcess } from '../../apps/orders-api/test/orders-api.process';
+import { eventually, killAllChildren } from '../utils/processes';
 import { createTemporaryDatabase, POSTGRES_URL, type TemporaryDatabase } from '../utils/databases';
 import {
-  describeWithRedisServer,
-  describeWithServers,
   key,
   logLines,
   openSql,
-  OwnRedis,
   orderFor,
   PROBLEM,
   postOrder,
@@ -23,6 +17,8 @@ import {
   StatusTally,
   untilNotInProgress,
 } from './fault-suite';
+import { describeWithRedisServer, OwnRedis } from '../utils/redis-server';
+import { describeWithServers } from '../utils/services';
 import { recordOutcome } from './outcomes';
 
 /**

@@ -41,3 +41,11 @@ export async function describeWithServer(
   console.warn(`skipping the ${name} suites: ${message}`);
   return describe.skip;
 }
+
+/** `describe` when every server is reachable (see {@link describeWithServer}). */
+export async function describeWithServers(
+  ...servers: [Parameters<typeof describeWithServer>[0], string][]
+): Promise<jest.Describe> {
+  const gates = await Promise.all(servers.map(([name, url]) => describeWithServer(name, url)));
+  return gates.every((gate) => gate === describe) ? describe : describe.skip;
+}

@@ -1,4 +1,3 @@
-import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,18 +11,10 @@ import {
   REDIS_URL,
   type TemporaryDatabase,
 } from '../../../test/utils/databases';
+import { OwnRedis, describeWithRedisServer } from '../../../test/utils/redis-server';
 import { describeWithServer } from '../../../test/utils/services';
-import {
-  type AppProcess,
-  type Child,
-  eventually,
-  freePort,
-  killAllChildren,
-  spawnChild,
-  spawnOrdersApi,
-  startOrdersApi,
-  tryConnect,
-} from './orders-api.process';
+import { type AppProcess, spawnOrdersApi, startOrdersApi } from './orders-api.process';
+import { eventually, killAllChildren, tryConnect } from '../../../test/utils/processes';
 
 /**
  * The sample app as a real process, started exactly as `npm start` does: what the issue's "Done
@@ -407,93 +398,63 @@ describeWithPostgresAndRedis('two orders API processes sharing PostgreSQL and Re
   );
 });
 
-const redisServerInstalled = spawnSync('redis-server', ['--version']).status === 0;
-if (!redisServerInstalled) {
-  const message = 'redis-server is not installed; the /health 503 suite starts a Redis of its own';
-  if (process.env.CI) {
-    throw new Error(message);
-  }
-  console.warn(`skipping: ${message}`);
-}
+describeWithRedisServer()('orders API process whose Redis goes away', () => {
+  let dir: string;
+  let redis: OwnRedis;
+  let app: AppProcess;
 
-(redisServerInstalled ? describe : describe.skip)(
-  'orders API process whose Redis goes away',
-  () => {
-    let dir: string;
-    let redisPort: number;
-    let redis: Child;
-    let app: AppProcess;
-
-    const startRedis = async () => {
-      const server = spawnChild('redis-server', 'redis-server', [
-        '--port',
-        String(redisPort),
-        '--bind',
-        '127.0.0.1',
-        '--save',
-        '',
-        '--appendonly',
-        'no',
-        '--dir',
-        dir,
-      ]);
-      await server.waitForOutput(/Ready to accept connections/, 10_000);
-      return server;
-    };
-
-    beforeAll(async () => {
-      dir = mkdtempSync(join(tmpdir(), 'orders-api-process-'));
-      redisPort = await freePort();
-      redis = await startRedis();
-      app = await startOrdersApi({
-        env: {
-          DATABASE_URL: join(dir, 'orders.sqlite'),
-          IDEMPOTENCY_STORE: 'redis',
-          REDIS_URL: `redis://127.0.0.1:${redisPort}`,
-        },
-      });
-    }, START_MS);
-
-    afterAll(async () => {
-      await killAllChildren();
-      rmSync(dir, { recursive: true, force: true });
-    });
-
-    it(
-      'answers /health 503 and POST 503 without creating anything while Redis is down, and recovers without a restart',
-      async () => {
-        await request(app.url).get('/health').expect(200);
-        await postOrder(app, key(), orderFor('c-before')).expect(201);
-
-        expect(await redis.stop()).toEqual({ code: 0, signal: null });
-        const down = await request(app.url).get('/health');
-        expect(down.status).toBe(503);
-        expect(down.headers['content-type']).toMatch(PROBLEM);
-        expect(down.body).toMatchObject({ status: 503, code: 'HEALTH_CHECK_FAILED' });
-        expect(down.body.details).toMatchObject({
-          database: { status: 'up' },
-          idempotencyStore: { status: 'down' },
-        });
-
-        const customerId = `c-${randomUUID()}`;
-        const k = key();
-        const refused = await postOrder(app, k, orderFor(customerId));
-        expect(refused.status).toBe(503);
-        expect(refused.headers['content-type']).toMatch(PROBLEM);
-        expect(refused.body.code).toBe('IDEMPOTENCY_STORE_UNAVAILABLE');
-        expect((await request(app.url).get('/orders').query({ customerId })).body).toEqual([]);
-
-        redis = await startRedis();
-        await eventually('/health to answer 200 again', async () => {
-          return (await request(app.url).get('/health')).status === 200;
-        });
-        const created = await postOrder(app, k, orderFor(customerId)).expect(201);
-        expect(created.headers['idempotent-replayed']).toBeUndefined();
-        const list = await request(app.url).get('/orders').query({ customerId });
-        expect(list.body).toEqual([created.body]);
-        expect(app.running).toBe(true);
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'orders-api-process-'));
+    redis = await OwnRedis.start();
+    app = await startOrdersApi({
+      env: {
+        DATABASE_URL: join(dir, 'orders.sqlite'),
+        IDEMPOTENCY_STORE: 'redis',
+        REDIS_URL: redis.url,
       },
-      CASE_MS,
-    );
-  },
-);
+    });
+  }, START_MS);
+
+  afterAll(async () => {
+    await killAllChildren();
+    await redis?.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it(
+    'answers /health 503 and POST 503 without creating anything while Redis is down, and recovers without a restart',
+    async () => {
+      await request(app.url).get('/health').expect(200);
+      await postOrder(app, key(), orderFor('c-before')).expect(201);
+
+      await redis.stop();
+      const down = await request(app.url).get('/health');
+      expect(down.status).toBe(503);
+      expect(down.headers['content-type']).toMatch(PROBLEM);
+      expect(down.body).toMatchObject({ status: 503, code: 'HEALTH_CHECK_FAILED' });
+      expect(down.body.details).toMatchObject({
+        database: { status: 'up' },
+        idempotencyStore: { status: 'down' },
+      });
+
+      const customerId = `c-${randomUUID()}`;
+      const k = key();
+      const refused = await postOrder(app, k, orderFor(customerId));
+      expect(refused.status).toBe(503);
+      expect(refused.headers['content-type']).toMatch(PROBLEM);
+      expect(refused.body.code).toBe('IDEMPOTENCY_STORE_UNAVAILABLE');
+      expect((await request(app.url).get('/orders').query({ customerId })).body).toEqual([]);
+
+      await redis.restart();
+      await eventually('/health to answer 200 again', async () => {
+        return (await request(app.url).get('/health')).status === 200;
+      });
+      const created = await postOrder(app, k, orderFor(customerId)).expect(201);
+      expect(created.headers['idempotent-replayed']).toBeUndefined();
+      const list = await request(app.url).get('/orders').query({ customerId });
+      expect(list.body).toEqual([created.body]);
+      expect(app.running).toBe(true);
+    },
+    CASE_MS,
+  );
+});
