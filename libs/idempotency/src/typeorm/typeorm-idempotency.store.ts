@@ -66,11 +66,13 @@ const MAX_ATTEMPTS = 5;
  * (better-sqlite3). Records live in one table (see `CreateIdempotencyRecordsTable` and the
  * `IdempotencyRecord` entity).
  *
- * The claim is one upsert that inserts the key, or takes over an expired record or a lapsed
- * lease, with no read-then-write window; on PostgreSQL the same statement returns a held record,
- * so a replay costs one round trip (MySQL reads the row back in a second one). Complete, release
- * and renew are single statements conditional on the owner token and a live lease. All times come
- * from the database clock. Expired rows are purged in batches by one unref'd interval.
+ * The claim lets the database decide, with no read-then-write window. On PostgreSQL one statement
+ * inserts a new key or returns the record already there (a replay locks and writes nothing); an
+ * expired record is taken over by a second statement fenced on its expiry. On MySQL and SQLite one
+ * upsert inserts the key or takes over an expired record, and the row is read back in a second
+ * statement. Complete, release and renew are single statements conditional on the owner token and
+ * a live lease. All times come from the database clock. Expired rows are purged in batches by one
+ * unref'd interval.
  *
  * @example
  * IdempotencyModule.forRootAsync({
