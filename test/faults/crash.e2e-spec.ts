@@ -3,12 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import request, { type Response } from 'supertest';
 import { type AppProcess } from '../../apps/orders-api/test/orders-api.process';
 import { eventually, killAllChildren } from '../utils/processes';
-import {
-  createTemporaryDatabase,
-  POSTGRES_URL,
-  REDIS_URL,
-  type TemporaryDatabase,
-} from '../utils/databases';
+import { createTemporaryDatabase, REDIS_URL, type TemporaryDatabase } from '../utils/databases';
 import {
   inProgress,
   key,
@@ -21,8 +16,9 @@ import {
   START_MS,
   startApp,
   StatusTally,
+  type SharedStore,
+  sharedStores,
 } from './fault-suite';
-import { describeWithServers } from '../utils/services';
 import { recordOutcome } from './outcomes';
 
 /**
@@ -43,15 +39,7 @@ const SLOW_GATEWAY_MS = 60_000;
 
 afterAll(() => killAllChildren());
 
-const describeWithPostgres = await describeWithServers(['PostgreSQL', POSTGRES_URL]);
-const describeWithPostgresAndRedis = await describeWithServers(
-  ['PostgreSQL', POSTGRES_URL],
-  ['Redis', REDIS_URL],
-);
-
-function crashMidRequest(store: 'redis' | 'typeorm', describeIt: jest.Describe) {
-  const storeName = store === 'redis' ? 'Redis' : 'PostgreSQL (TypeORM store)';
-
+function crashMidRequest({ store, name: storeName, describe: describeIt }: SharedStore) {
   describeIt(`kill -9 during a payment, two instances sharing ${storeName}`, () => {
     let database: TemporaryDatabase;
     let a: AppProcess;
@@ -175,5 +163,6 @@ function crashMidRequest(store: 'redis' | 'typeorm', describeIt: jest.Describe) 
   });
 }
 
-crashMidRequest('redis', describeWithPostgresAndRedis);
-crashMidRequest('typeorm', describeWithPostgres);
+for (const shared of await sharedStores()) {
+  crashMidRequest(shared);
+}

@@ -3,7 +3,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import request, { type Response } from 'supertest';
 import { DataSource } from 'typeorm';
 import { type AppProcess, spawnOrdersApi } from '../../apps/orders-api/test/orders-api.process';
+import { POSTGRES_URL, REDIS_URL } from '../utils/databases';
 import { type Child, freePort } from '../utils/processes';
+import { describeWithServers } from '../utils/services';
 
 /**
  * What the fault scenarios share: the orders API as real child processes (reusing the process
@@ -116,6 +118,27 @@ export function openSql(url: string): Promise<DataSource> {
 /** How many lines of the app's output (stdout and stderr) match `pattern`. */
 export function logLines(app: Child, pattern: RegExp): string[] {
   return `${app.stdout}\n${app.stderr}`.split('\n').filter((line) => pattern.test(line));
+}
+
+/** A shared store a multi-process scenario runs on, gated on the servers it needs. */
+export interface SharedStore {
+  store: 'redis' | 'typeorm';
+  /** How the scenario names it: `Redis`, `PostgreSQL (TypeORM store)`. */
+  name: string;
+  /** `describe`, or `describe.skip` outside CI when a server is down. */
+  describe: jest.Describe;
+}
+
+/** The two shared stores: Redis (the app's tables on PostgreSQL), and TypeORM on PostgreSQL. */
+export async function sharedStores(): Promise<SharedStore[]> {
+  const [withPostgresAndRedis, withPostgres] = await Promise.all([
+    describeWithServers(['PostgreSQL', POSTGRES_URL], ['Redis', REDIS_URL]),
+    describeWithServers(['PostgreSQL', POSTGRES_URL]),
+  ]);
+  return [
+    { store: 'redis', name: 'Redis', describe: withPostgresAndRedis },
+    { store: 'typeorm', name: 'PostgreSQL (TypeORM store)', describe: withPostgres },
+  ];
 }
 
 /** Resends `send` while it answers 409 IDEMPOTENCY_REQUEST_IN_PROGRESS; returns every answer. */

@@ -3,12 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Response } from 'supertest';
 import { type AppProcess } from '../../apps/orders-api/test/orders-api.process';
 import { eventually, killAllChildren } from '../utils/processes';
-import {
-  createTemporaryDatabase,
-  POSTGRES_URL,
-  REDIS_URL,
-  type TemporaryDatabase,
-} from '../utils/databases';
+import { createTemporaryDatabase, REDIS_URL, type TemporaryDatabase } from '../utils/databases';
 import {
   inProgress,
   key,
@@ -20,8 +15,9 @@ import {
   START_MS,
   startApp,
   StatusTally,
+  type SharedStore,
+  sharedStores,
 } from './fault-suite';
-import { describeWithServers } from '../utils/services';
 import { recordOutcome } from './outcomes';
 
 /**
@@ -36,15 +32,7 @@ const DUPLICATE_EVERY_MS = 250;
 
 afterAll(() => killAllChildren());
 
-const describeWithPostgres = await describeWithServers(['PostgreSQL', POSTGRES_URL]);
-const describeWithPostgresAndRedis = await describeWithServers(
-  ['PostgreSQL', POSTGRES_URL],
-  ['Redis', REDIS_URL],
-);
-
-function longHandler(store: 'redis' | 'typeorm', describeIt: jest.Describe) {
-  const storeName = store === 'redis' ? 'Redis' : 'PostgreSQL (TypeORM store)';
-
+function longHandler({ store, name: storeName, describe: describeIt }: SharedStore) {
   describeIt(
     `a handler running for ${GATEWAY_MS / LOCK_TTL_MS} lease lengths on ${storeName}`,
     () => {
@@ -155,5 +143,6 @@ function longHandler(store: 'redis' | 'typeorm', describeIt: jest.Describe) {
   );
 }
 
-longHandler('redis', describeWithPostgresAndRedis);
-longHandler('typeorm', describeWithPostgres);
+for (const shared of await sharedStores()) {
+  longHandler(shared);
+}

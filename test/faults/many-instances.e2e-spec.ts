@@ -3,12 +3,7 @@ import request, { type Response } from 'supertest';
 import type { DataSource } from 'typeorm';
 import { type AppProcess } from '../../apps/orders-api/test/orders-api.process';
 import { killAllChildren } from '../utils/processes';
-import {
-  createTemporaryDatabase,
-  POSTGRES_URL,
-  REDIS_URL,
-  type TemporaryDatabase,
-} from '../utils/databases';
+import { createTemporaryDatabase, REDIS_URL, type TemporaryDatabase } from '../utils/databases';
 import {
   inProgress,
   key,
@@ -19,8 +14,9 @@ import {
   startInstances,
   StatusTally,
   untilNotInProgress,
+  type SharedStore,
+  sharedStores,
 } from './fault-suite';
-import { describeWithServers } from '../utils/services';
 import { recordOutcome } from './outcomes';
 
 /**
@@ -36,21 +32,13 @@ const REQUESTS = KEYS * PER_KEY;
 
 afterAll(() => killAllChildren());
 
-const describeWithPostgres = await describeWithServers(['PostgreSQL', POSTGRES_URL]);
-const describeWithPostgresAndRedis = await describeWithServers(
-  ['PostgreSQL', POSTGRES_URL],
-  ['Redis', REDIS_URL],
-);
-
 interface Answer {
   status: number;
   id?: string;
   replayed: boolean;
 }
 
-function manyInstances(store: 'redis' | 'typeorm', describeIt: jest.Describe) {
-  const storeName = store === 'redis' ? 'Redis' : 'PostgreSQL (TypeORM store)';
-
+function manyInstances({ store, name: storeName, describe: describeIt }: SharedStore) {
   describeIt(`three orders API processes sharing ${storeName}`, () => {
     let database: TemporaryDatabase;
     let sql: DataSource;
@@ -167,5 +155,6 @@ function manyInstances(store: 'redis' | 'typeorm', describeIt: jest.Describe) {
   });
 }
 
-manyInstances('redis', describeWithPostgresAndRedis);
-manyInstances('typeorm', describeWithPostgres);
+for (const shared of await sharedStores()) {
+  manyInstances(shared);
+}
