@@ -5,6 +5,7 @@ import { DataSource } from 'typeorm';
 import { type AppProcess, spawnOrdersApi } from '../../apps/orders-api/test/orders-api.process';
 import { POSTGRES_URL, REDIS_URL } from '../utils/databases';
 import { type Child, freePort } from '../utils/processes';
+import { describeWithRedisServer } from '../utils/redis-server';
 import { describeWithServers } from '../utils/services';
 
 /**
@@ -139,6 +140,12 @@ export async function sharedStores(): Promise<SharedStore[]> {
     { store: 'redis', name: 'Redis', describe: withPostgresAndRedis },
     { store: 'typeorm', name: 'PostgreSQL (TypeORM store)', describe: withPostgres },
   ];
+}
+
+/** `describe` when PostgreSQL is reachable and the suite can start a `redis-server` of its own. */
+export async function describeWithPostgresAndOwnRedis(): Promise<jest.Describe> {
+  const withPostgres = await describeWithServers(['PostgreSQL', POSTGRES_URL]);
+  return withPostgres === describe ? describeWithRedisServer() : describe.skip;
 }
 
 /** Resends `send` while it answers 409 IDEMPOTENCY_REQUEST_IN_PROGRESS; returns every answer. */

@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import request, { type Response } from 'supertest';
 import { type AppProcess } from '../../apps/orders-api/test/orders-api.process';
 import { eventually, killAllChildren } from '../utils/processes';
-import { createTemporaryDatabase, POSTGRES_URL, type TemporaryDatabase } from '../utils/databases';
+import { createTemporaryDatabase, type TemporaryDatabase } from '../utils/databases';
 import {
   inProgress,
   key,
@@ -16,9 +16,9 @@ import {
   START_MS,
   startApp,
   StatusTally,
+  describeWithPostgresAndOwnRedis,
 } from './fault-suite';
-import { describeWithRedisServer, OwnRedis } from '../utils/redis-server';
-import { describeWithServers } from '../utils/services';
+import { OwnRedis } from '../utils/redis-server';
 import { recordOutcome } from './outcomes';
 
 /**
@@ -40,9 +40,7 @@ const COULD_NOT_COMPLETE = /Could not complete the idempotency record/;
 
 afterAll(() => killAllChildren());
 
-const describeWithPostgres = await describeWithServers(['PostgreSQL', POSTGRES_URL]);
-const describeWithPostgresAndRedisServer =
-  describeWithPostgres === describe ? describeWithRedisServer() : describe.skip;
+const describeWithPostgresAndRedisServer = await describeWithPostgresAndOwnRedis();
 
 describeWithPostgresAndRedisServer('the Redis store fails after the handler succeeded', () => {
   let database: TemporaryDatabase;

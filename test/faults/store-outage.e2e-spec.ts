@@ -16,8 +16,9 @@ import {
   startApp,
   StatusTally,
   untilNotInProgress,
+  describeWithPostgresAndOwnRedis,
 } from './fault-suite';
-import { describeWithRedisServer, OwnRedis } from '../utils/redis-server';
+import { OwnRedis } from '../utils/redis-server';
 import { describeWithServers } from '../utils/services';
 import { recordOutcome } from './outcomes';
 
@@ -182,8 +183,7 @@ async function expectFailedClosed(
 }
 
 const describeWithPostgres = await describeWithServers(['PostgreSQL', POSTGRES_URL]);
-const describeWithPostgresAndRedisServer =
-  describeWithPostgres === describe ? describeWithRedisServer() : describe.skip;
+const describeWithPostgresAndRedisServer = await describeWithPostgresAndOwnRedis();
 
 describeWithPostgresAndRedisServer('the Redis of the idempotency store stops during a run', () => {
   let database: TemporaryDatabase;
