@@ -56,8 +56,8 @@ interface Run {
 
 /**
  * Sends POST /orders with fresh keys from {@link WORKERS} clients without pause: `before` until
- * {@link ENOUGH} 201s, then `fault()`, `during` until {@link ENOUGH} 503s, then `recover()`,
- * `after` until {@link ENOUGH} 201s.
+ * {@link ENOUGH} 201s, then `fault()`, `during` until the library refused {@link ENOUGH} with 503,
+ * then `recover()`, `after` until {@link ENOUGH} 201s.
  */
 async function ordersThrough(
   app: AppProcess,
@@ -84,13 +84,22 @@ async function ordersThrough(
   };
   const count = (p: Phase, status: number) =>
     sent.filter((s) => s.phase === p && s.res?.status === status).length;
+  // The app's own 503 DATABASE_UNAVAILABLE (its handler lost the database) does not count: the
+  // outage phase lasts until the library itself has refused ENOUGH requests.
+  const refusedByStore = () =>
+    sent.filter(
+      (s) =>
+        s.phase === 'during' &&
+        s.res?.status === 503 &&
+        s.res.body?.code === 'IDEMPOTENCY_STORE_UNAVAILABLE',
+    ).length;
   const workers = Promise.all(Array.from({ length: WORKERS }, worker));
   try {
     await eventually('201s before the fault', async () => count('before', 201) >= ENOUGH, 20_000);
     phase = 'during';
     const faultAt = Date.now();
     await fault();
-    await eventually('503s during the outage', async () => count('during', 503) >= ENOUGH, 30_000);
+    await eventually('503s during the outage', async () => refusedByStore() >= ENOUGH, 30_000);
     await recover();
     const recoveredAt = Date.now();
     phase = 'after';
@@ -324,7 +333,7 @@ describeWithPostgres(
 
       recordOutcome('store-outage-postgres', {
         fault: 'Store outage: PostgreSQL terminates the TypeORM store connections',
-        trigger: `${WORKERS} clients send POST /orders with fresh keys without pause to one instance (TypeORM store on PostgreSQL, lease ${LOCK_TTL_MS} ms); after ${ENOUGH} 201s, pg_terminate_backend on every backend of the app's database every ~10 ms until ${ENOUGH} requests got 503; then 5 of the refused keys retried`,
+        trigger: `${WORKERS} clients send POST /orders with fresh keys without pause to one instance (TypeORM store on PostgreSQL, lease ${LOCK_TTL_MS} ms); after ${ENOUGH} 201s, pg_terminate_backend on every backend of the app's database every ~10 ms until ${ENOUGH} requests got 503 IDEMPOTENCY_STORE_UNAVAILABLE; then 5 of the refused keys retried`,
         measured: {
           requestsSent: run.sent.length,
           answers: statuses.toString(),
