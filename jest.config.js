@@ -16,7 +16,8 @@ module.exports = {
     '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.spec.json', useESM: true }],
   },
   moduleNameMapper: {
-    '^nestjs-idempotency/(testing|redis|typeorm)$': '<rootDir>/libs/idempotency/src/$1',
+    '^nestjs-idempotency/testing$': '<rootDir>/libs/idempotency/src/testing',
+    '^nestjs-idempotency/(redis|typeorm)$': '<rootDir>/libs/idempotency/src/stores/$1',
     '^nestjs-idempotency$': '<rootDir>/libs/idempotency/src',
   },
   testEnvironment: 'node',

@@ -6,7 +6,7 @@ import { Redis } from 'ioredis';
 import request from 'supertest';
 import { type AppProcess, startOrdersApi } from '../../apps/orders-api/test/orders-api.process';
 import { killAllChildren } from '../utils/processes';
-import { storageKey } from '../../libs/idempotency/src/idempotency.hashing';
+import { storageKey } from '../../libs/idempotency/src/engine/idempotency.hashing';
 import {
   createTemporaryDatabase,
   POSTGRES_URL,

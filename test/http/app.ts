@@ -34,6 +34,12 @@ const gate = (name: string) =>
     gates.set(name, resolve);
   });
 
+/** What `storeIf` was called with on POST /responses/store-if-args. Tests reset it. */
+export const storeIfCalls: { status: number; error: unknown }[] = [];
+
+/** A failure after the effect happened: never run again (stored as a 500 by `storeIf`). */
+export class NeverRetryError extends Error {}
+
 interface OrderBody {
   sku?: string;
   quantity?: number;
@@ -168,22 +174,70 @@ export class ResponsesController {
     throw new InternalServerErrorException(`failed ${ran('stored-500')}`);
   }
 
+  // Unreplayable results, with the release that lets a retry run again (unreplayable: 'release')
+  // and with the default, which never runs the handler twice.
   @Post('stream')
-  @Idempotent()
+  @Idempotent({ unreplayable: 'release' })
   stream() {
     return new StreamableFile(Buffer.from(`stream ${ran('stream')}`));
   }
 
   @Post('raw')
-  @Idempotent()
+  @Idempotent({ unreplayable: 'release' })
   raw(@Res() res: { status(code: number): { send(body: string): void } }) {
     res.status(201).send(`raw ${ran('raw')}`);
   }
 
   @Post('big')
-  @Idempotent({ maxResponseBytes: 100 })
+  @Idempotent({ maxResponseBytes: 100, unreplayable: 'release' })
   big() {
     return { run: ran('big'), padding: 'x'.repeat(200) };
+  }
+
+  @Post('stream-once')
+  @Idempotent()
+  streamOnce() {
+    return new StreamableFile(Buffer.from(`stream ${ran('stream-once')}`));
+  }
+
+  @Post('raw-once')
+  @Idempotent()
+  rawOnce(@Res() res: { status(code: number): { send(body: string): void } }) {
+    res.status(201).send(`raw ${ran('raw-once')}`);
+  }
+
+  @Post('big-once')
+  @Idempotent({ maxResponseBytes: 100 })
+  bigOnce() {
+    return { run: ran('big-once'), padding: 'x'.repeat(200) };
+  }
+
+  @Post('language')
+  @Idempotent()
+  language(@Res({ passthrough: true }) res: { header(name: string, value: string): unknown }) {
+    res.header('Content-Language', 'de-CH');
+    return { run: ran('language'), text: 'Grüezi' };
+  }
+
+  @Post('never-twice')
+  @Idempotent({ storeIf: (status, error) => status < 500 || error instanceof NeverRetryError })
+  neverTwice() {
+    throw new NeverRetryError(`failed after the charge ${ran('never-twice')}`);
+  }
+
+  @Post('store-if-args')
+  @Idempotent({
+    storeIf: (status, error) => {
+      storeIfCalls.push({ status, error: error instanceof Error ? error.constructor.name : error });
+      return status < 500;
+    },
+  })
+  storeIfArgs(@Body() body: { fail?: boolean }) {
+    ran('store-if-args');
+    if (body.fail) {
+      throw new UnprocessableEntityException('refused');
+    }
+    return { ok: true };
   }
 
   @Post('optional')
@@ -208,5 +262,14 @@ export class ResponsesController {
   @Idempotent({ mismatchStatus: 409 })
   conflictStatus() {
     return { run: ran('conflict-status') };
+  }
+}
+
+@Controller('payments')
+export class PaymentsController {
+  @Post(':id/capture')
+  @Idempotent()
+  capture(@Param('id') id: string, @Body() body: { amount?: number }) {
+    return { id, captured: body.amount, run: ran(`capture-${id}`) };
   }
 }

@@ -11,7 +11,16 @@ import {
 } from 'nestjs-idempotency/typeorm';
 import { DataSource } from 'typeorm';
 import request from 'supertest';
-import { calls, count, gates, OrdersController, PlainController, ResponsesController } from './app';
+import {
+  calls,
+  count,
+  gates,
+  OrdersController,
+  PaymentsController,
+  PlainController,
+  ResponsesController,
+  storeIfCalls,
+} from './app';
 import { createApp, PLATFORMS, type TestApp } from './platforms';
 import { describeWithServer } from '../utils/services';
 
@@ -78,12 +87,15 @@ describe.each(CASES)(
     beforeAll(async () => {
       t = await createApp(platform, {
         imports: [IdempotencyModule.forRoot({ store: createStore() })],
-        controllers: [OrdersController, PlainController, ResponsesController],
+        controllers: [OrdersController, PlainController, ResponsesController, PaymentsController],
       });
       await Promise.all(storesReady);
     });
     afterAll(() => t.app.close());
-    beforeEach(() => calls.clear());
+    beforeEach(() => {
+      calls.clear();
+      storeIfCalls.length = 0;
+    });
 
     describe('activation', () => {
       it('leaves undecorated handlers alone: no key needed, every call runs', async () => {
@@ -156,6 +168,17 @@ describe.each(CASES)(
         expect(again.headers['set-cookie']).toBeUndefined();
         expect(again.headers['idempotent-replayed']).toBe('true');
         expect(count('headers')).toBe(1);
+      });
+
+      it('replays Content-Language by default', async () => {
+        const k = key();
+        const first = await post('/responses/language', k).expect(201);
+        expect(first.headers['content-language']).toBe('de-CH');
+        const again = await post('/responses/language', k).expect(201);
+        expect(again.headers['idempotent-replayed']).toBe('true');
+        expect(again.headers['content-language']).toBe('de-CH');
+        expect(again.text).toBe(first.text);
+        expect(count('language')).toBe(1);
       });
 
       it('replays Date and Buffer values byte for byte', async () => {
@@ -305,6 +328,20 @@ describe.each(CASES)(
         expect((await pending).status).toBe(201);
       });
 
+      it('answers 422 for one key on another resource of the same route, never replaying the first', async () => {
+        const k = key();
+        const first = await post('/payments/pay_1/capture', k).send({ amount: 10 }).expect(201);
+        expect(first.body).toEqual({ id: 'pay_1', captured: 10, run: 1 });
+        const other = await post('/payments/pay_2/capture', k).send({ amount: 10 }).expect(422);
+        expect(other.headers['content-type']).toMatch(PROBLEM);
+        expect(other.body.code).toBe('IDEMPOTENCY_KEY_REUSED');
+        expect(other.headers['idempotent-replayed']).toBeUndefined();
+        expect(count('capture-pay_2')).toBe(0);
+        const again = await post('/payments/pay_1/capture', k).send({ amount: 10 }).expect(201);
+        expect(again.headers['idempotent-replayed']).toBe('true');
+        expect(count('capture-pay_1')).toBe(1);
+      });
+
       it('replays when the same JSON comes with its keys in another order', async () => {
         const k = key();
         await post('/orders', k).send({ sku: 'a', quantity: 2 }).expect(201);
@@ -363,6 +400,25 @@ describe.each(CASES)(
         expect(count('crash')).toBe(2);
       });
 
+      it('stores a non-HTTP error as its 500 when storeIf says so, so the handler never runs twice', async () => {
+        const k = key();
+        const first = await post('/responses/never-twice', k).expect(500);
+        expect(first.headers['idempotent-replayed']).toBeUndefined();
+        const again = await post('/responses/never-twice', k).expect(500);
+        expect(again.headers['idempotent-replayed']).toBe('true');
+        expect(again.body).toEqual(first.body);
+        expect(count('never-twice')).toBe(1);
+      });
+
+      it('gives storeIf the status, and the error when the handler threw', async () => {
+        await post('/responses/store-if-args', key()).send({}).expect(201);
+        await post('/responses/store-if-args', key()).send({ fail: true }).expect(422);
+        expect(storeIfCalls).toEqual([
+          { status: 201, error: undefined },
+          { status: 422, error: 'UnprocessableEntityException' },
+        ]);
+      });
+
       it('stores what storeIf allows', async () => {
         const k = key();
         await post('/responses/stored-500', k).expect(500);
@@ -374,17 +430,38 @@ describe.each(CASES)(
 
     describe('responses that cannot be stored', () => {
       it.each([
+        ['a StreamableFile', '/responses/stream-once', 'stream-once'],
+        ['@Res() without passthrough', '/responses/raw-once', 'raw-once'],
+        ['a body over maxResponseBytes', '/responses/big-once', 'big-once'],
+      ])(
+        'sends %s once; a retry gets 409 IDEMPOTENCY_RESPONSE_NOT_REPLAYABLE and the handler does not run again',
+        async (_name, path, handler) => {
+          const k = key();
+          const first = await post(path, k).buffer(true).expect(201);
+          expect(bodyText(first)).toContain('1');
+          const again = await post(path, k).expect(409);
+          expect(again.headers['content-type']).toMatch(PROBLEM);
+          expect(again.body.code).toBe('IDEMPOTENCY_RESPONSE_NOT_REPLAYABLE');
+          expect(again.headers['idempotent-replayed']).toBeUndefined();
+          expect(count(handler)).toBe(1);
+        },
+      );
+
+      it.each([
         ['a StreamableFile', '/responses/stream', 'stream'],
         ['@Res() without passthrough', '/responses/raw', 'raw'],
         ['a body over maxResponseBytes', '/responses/big', 'big'],
-      ])('sends %s and releases the key', async (_name, path, handler) => {
-        const k = key();
-        const first = await post(path, k).buffer(true).expect(201);
-        expect(bodyText(first)).toContain('1');
-        const again = await post(path, k).expect(201);
-        expect(again.headers['idempotent-replayed']).toBeUndefined();
-        expect(count(handler)).toBe(2);
-      });
+      ])(
+        'sends %s and releases the key with unreplayable: release',
+        async (_name, path, handler) => {
+          const k = key();
+          const first = await post(path, k).buffer(true).expect(201);
+          expect(bodyText(first)).toContain('1');
+          const again = await post(path, k).expect(201);
+          expect(again.headers['idempotent-replayed']).toBeUndefined();
+          expect(count(handler)).toBe(2);
+        },
+      );
     });
 
     describe('concurrency', () => {
@@ -400,6 +477,8 @@ describe.each(CASES)(
         expect(res.headers['content-type']).toMatch(PROBLEM);
         expect(res.body.code).toBe('IDEMPOTENCY_REQUEST_IN_PROGRESS');
         expect(Number(res.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+        // The retryAfter default (1 s), not the 30 s the lease still has to run.
+        expect(res.headers['retry-after']).toBe('1');
         openGate(`g-${k}`);
         expect((await pending).status).toBe(201);
         const after = await post('/orders', k)

@@ -16,6 +16,7 @@ import {
   type ClaimOptions,
   type ClaimResult,
   type CompleteOptions,
+  IdempotencyEngine,
   IdempotencyInterceptor,
   IdempotencyModule,
   type IdempotencyModuleOptions,
@@ -118,6 +119,28 @@ class WorkController {
   @Post('wait')
   @Idempotent({ concurrent: 'wait', waitTimeout: '2s' })
   async wait(@Body() body: WorkBody) {
+    const run = ++runs;
+    await delay(body.ms ?? 0);
+    return { run };
+  }
+
+  @Post('patient')
+  @Idempotent({ retryAfter: '2s', lockTtl: '30s' })
+  async patient(@Body() body: WorkBody) {
+    await delay(body.ms ?? 0);
+    return { run: ++runs };
+  }
+
+  @Post('capped')
+  @Idempotent({ retryAfter: '5s', lockTtl: 2_500 })
+  async capped(@Body() body: WorkBody) {
+    await delay(body.ms ?? 0);
+    return { run: ++runs };
+  }
+
+  @Post('hung')
+  @Idempotent({ maxLockHold: 400 })
+  async hung(@Body() body: WorkBody) {
     const run = ++runs;
     await delay(body.ms ?? 0);
     return { run };
@@ -227,6 +250,53 @@ describe.each(PLATFORMS)('Idempotency lifecycle (%s)', (platform: Platform) => {
       const replay = await work(t).set('Idempotency-Key', 'crash').send({ ms: 0 }).expect(201);
       expect(replay.body).toEqual(retry.body);
       expect(runs).toBe(2);
+    });
+  });
+
+  describe('Retry-After', () => {
+    it.each([
+      ['the retryAfter option', '/work/patient', '2'],
+      ['the remaining lease when it is shorter (2.5 s, rounded up)', '/work/capped', '3'],
+    ])('answers %s', async (_name, path, seconds) => {
+      // The store's clock stands still: the lease has exactly its length left.
+      const first = work(t, path).set('Idempotency-Key', 'p').send({ ms: 200 });
+      const pending = first.then((r) => r);
+      await delay(50);
+      const res = await work(t, path).set('Idempotency-Key', 'p').send({ ms: 200 });
+      expect(res.status).toBe(409);
+      expect(res.body.code).toBe('IDEMPOTENCY_REQUEST_IN_PROGRESS');
+      expect(res.headers['retry-after']).toBe(seconds);
+      expect((await pending).status).toBe(201);
+    });
+  });
+
+  describe('maxLockHold', () => {
+    it('stops renewing a hung handler after maxLockHold, so its key frees and a retry runs', async () => {
+      const warn = jest.spyOn(Logger.prototype, 'warn');
+      store.time = Date.now();
+      const realClock = setInterval(() => (store.time = Date.now()), 5);
+      try {
+        // lockTtl 300 ms, maxLockHold 400 ms: renewed until 400 ms, lapsed by about 700 ms.
+        const first = work(t, '/work/hung')
+          .set('Idempotency-Key', 'hung')
+          .send({ ms: 1_500 })
+          .then((r) => r);
+        await delay(250);
+        await work(t, '/work/hung').set('Idempotency-Key', 'hung').send({ ms: 1_500 }).expect(409);
+        await delay(700);
+        const retry = await work(t, '/work/hung')
+          .set('Idempotency-Key', 'hung')
+          .send({ ms: 0 })
+          .expect(201);
+        expect(retry.body.run).toBe(2);
+        expect(warn.mock.calls.map(([message]) => String(message)).join('\n')).toContain(
+          'maxLockHold',
+        );
+        expect((await first).status).toBe(201);
+      } finally {
+        clearInterval(realClock);
+        warn.mockRestore();
+      }
     });
   });
 
@@ -383,7 +453,7 @@ describe.each(PLATFORMS)('Idempotency lifecycle (%s)', (platform: Platform) => {
           .then((r) => r);
         await delay(250);
         expect(store.renewCalls).toBeGreaterThanOrEqual(1);
-        t.app.get(IdempotencyInterceptor).onApplicationShutdown();
+        t.app.get(IdempotencyEngine).onApplicationShutdown();
         const renewals = store.renewCalls;
         await delay(300);
         expect(store.renewCalls).toBe(renewals);
@@ -585,10 +655,45 @@ describe.each(PLATFORMS)('IdempotencyModule configuration (%s)', (platform: Plat
   });
 
   it.each([
+    ['a handler', 'BadHandlerController.create', 'ttl'],
+    ['a class', 'BadClassController', 'lockTtl'],
+  ])(
+    'fails at bootstrap on an invalid option of @Idempotent() on %s, naming controller, handler and option',
+    async (_where, named, option) => {
+      @Controller('bad-handler')
+      class BadHandlerController {
+        @Post()
+        @Idempotent({ ttl: 0 })
+        create() {
+          return { run: ++runs };
+        }
+      }
+      @Controller('bad-class')
+      @Idempotent({ lockTtl: 'soon' })
+      class BadClassController {
+        @Post()
+        create() {
+          return { run: ++runs };
+        }
+      }
+      const attempt = createApp(platform, {
+        imports: [IdempotencyModule.forRoot()],
+        controllers: [option === 'ttl' ? BadHandlerController : BadClassController],
+      });
+      await expect(attempt).rejects.toThrow(named);
+      await expect(attempt).rejects.toThrow(`option "${option}"`);
+      await expect(attempt).rejects.toThrow(/\.create\b/);
+    },
+  );
+
+  it.each([
     [{ ttl: 'soon' }, 'ttl'],
     [{ lockTtl: -1 }, 'lockTtl'],
     [{ maxResponseBytes: 1.5 }, 'maxResponseBytes'],
     [{ headerName: 'bad header' }, 'headerName'],
+    [{ retryAfter: 0 }, 'retryAfter'],
+    [{ maxLockHold: 'forever' }, 'maxLockHold'],
+    [{ unreplayable: 'drop' }, 'unreplayable'],
   ])('fails at bootstrap on an invalid option (%o)', async (options, name) => {
     await expect(
       createApp(platform, {

@@ -4,7 +4,7 @@ import { Test } from '@nestjs/testing';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { ModulesContainer } from '@nestjs/core';
 import { Idempotent, IdempotencyModule } from 'nestjs-idempotency';
-import { documentIdempotentRoutes } from '../../libs/idempotency/src/idempotency.swagger';
+import { documentIdempotentRoutes } from '../../libs/idempotency/src/contexts/http/idempotency.swagger';
 
 @Controller('carts')
 @Idempotent()
@@ -143,7 +143,7 @@ describe('the OpenAPI hook', () => {
   it('documents nothing and does not fail without a usable @nestjs/swagger', async () => {
     jest.resetModules();
     jest.unstable_mockModule('@nestjs/swagger', () => ({}));
-    const isolated = await import('../../libs/idempotency/src/idempotency.swagger');
+    const isolated = await import('../../libs/idempotency/src/contexts/http/idempotency.swagger');
     await expect(isolated.documentIdempotentRoutes(fresh(), {})).resolves.toBe(0);
   });
 });

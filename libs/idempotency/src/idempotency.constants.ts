@@ -12,6 +12,7 @@ export const DEFAULT_REPLAY_HEADERS: readonly string[] = [
   'location',
   'content-type',
   'content-location',
+  'content-language',
   'etag',
   'last-modified',
 ];

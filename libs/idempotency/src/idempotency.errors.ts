@@ -1,17 +1,7 @@
 import { HttpException, HttpStatus } from '@nestjs/common';
+import { IdempotencyErrorCode, type IdempotencyRejection } from './engine/idempotency-rejection';
 
-/** Stable, machine-readable codes carried in the `code` member of every problem answer. */
-export const IdempotencyErrorCode = {
-  KeyMissing: 'IDEMPOTENCY_KEY_MISSING',
-  KeyInvalid: 'IDEMPOTENCY_KEY_INVALID',
-  KeyReused: 'IDEMPOTENCY_KEY_REUSED',
-  RequestInProgress: 'IDEMPOTENCY_REQUEST_IN_PROGRESS',
-  StoreUnavailable: 'IDEMPOTENCY_STORE_UNAVAILABLE',
-  FingerprintFailed: 'IDEMPOTENCY_FINGERPRINT_FAILED',
-} as const;
-
-/** One of {@link IdempotencyErrorCode}. */
-export type IdempotencyErrorCode = (typeof IdempotencyErrorCode)[keyof typeof IdempotencyErrorCode];
+export { IdempotencyErrorCode } from './engine/idempotency-rejection';
 
 /** The body of every error answer: an RFC 9457 problem details object with a stable `code`. */
 export interface IdempotencyProblem {
@@ -38,6 +28,7 @@ export abstract class IdempotencyException extends HttpException {
     title: string,
     detail: string,
     headers: Record<string, string> = {},
+    cause?: unknown,
   ) {
     const problem: IdempotencyProblem = {
       type: PROBLEM_TYPE_BASE + code.toLowerCase().replace(/_/g, '-'),
@@ -46,7 +37,7 @@ export abstract class IdempotencyException extends HttpException {
       detail,
       code,
     };
-    super(problem, status);
+    super(problem, status, cause === undefined ? undefined : { cause });
     this.headers = headers;
   }
 }
@@ -99,28 +90,71 @@ export class IdempotencyKeyReusedException extends IdempotencyException {
   }
 }
 
-/** 409 with `Retry-After`: a request with this key is still being processed. */
+/**
+ * 409 with `Retry-After`: a request with this key is still being processed. `retryAfterMs` says
+ * when to try again (the header carries it in whole seconds, rounded up).
+ */
 export class IdempotencyRequestInProgressException extends IdempotencyException {
-  constructor(retryAfterSeconds: number) {
+  constructor(readonly retryAfterMs: number) {
     super(
       IdempotencyErrorCode.RequestInProgress,
       HttpStatus.CONFLICT,
       'Request in progress',
       'A request with this idempotency key is still being processed; retry later.',
-      { 'Retry-After': String(retryAfterSeconds) },
+      { 'Retry-After': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) },
     );
   }
 }
 
-/** 503: the store failed, so the request was not run (fail closed). */
-export class IdempotencyStoreUnavailableException extends IdempotencyException {
+/**
+ * 409: the first request with this key ran, but its result could not be stored (a stream, a body
+ * over `maxResponseBytes`, `@Res()`), so there is nothing to replay, and it must not run again.
+ */
+export class IdempotencyResponseNotReplayableException extends IdempotencyException {
   constructor() {
+    super(
+      IdempotencyErrorCode.ResponseNotReplayable,
+      HttpStatus.CONFLICT,
+      'Response not replayable',
+      'A request with this idempotency key was already processed, but its response cannot be replayed; it will not be processed again.',
+    );
+  }
+}
+
+/** 503: the store failed, so the request was not run (fail closed). `cause` is the store's error. */
+export class IdempotencyStoreUnavailableException extends IdempotencyException {
+  constructor(cause?: unknown) {
     super(
       IdempotencyErrorCode.StoreUnavailable,
       HttpStatus.SERVICE_UNAVAILABLE,
       'Idempotency store unavailable',
       'The request was not processed because its idempotency could not be guaranteed; retry later.',
       { 'Retry-After': '1' },
+      cause,
     );
+  }
+}
+
+/** The exception of a rejection: what every context but a native one throws. */
+export function exceptionOf(
+  rejection: IdempotencyRejection,
+  headerName: string,
+  mismatchStatus: number,
+): IdempotencyException {
+  switch (rejection.code) {
+    case IdempotencyErrorCode.KeyMissing:
+      return new IdempotencyKeyMissingException(headerName);
+    case IdempotencyErrorCode.KeyInvalid:
+      return new IdempotencyKeyInvalidException(rejection.detail);
+    case IdempotencyErrorCode.FingerprintFailed:
+      return new IdempotencyFingerprintFailedException();
+    case IdempotencyErrorCode.KeyReused:
+      return new IdempotencyKeyReusedException(mismatchStatus);
+    case IdempotencyErrorCode.RequestInProgress:
+      return new IdempotencyRequestInProgressException(rejection.retryAfterMs);
+    case IdempotencyErrorCode.ResponseNotReplayable:
+      return new IdempotencyResponseNotReplayableException();
+    case IdempotencyErrorCode.StoreUnavailable:
+      return new IdempotencyStoreUnavailableException(rejection.cause);
   }
 }

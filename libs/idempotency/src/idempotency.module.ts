@@ -1,5 +1,9 @@
 import { type DynamicModule, Module } from '@nestjs/common';
-import { ModulesContainer } from '@nestjs/core';
+import { DiscoveryModule, ModulesContainer } from '@nestjs/core';
+import { HttpContextAdapter } from './contexts/http/http-context.adapter';
+import { documentIdempotentRoutes } from './contexts/http/idempotency.swagger';
+import { IdempotentHandlers } from './contexts/idempotent-handlers';
+import { IdempotencyEngine } from './engine/idempotency.engine';
 import { IdempotencyInterceptor } from './idempotency.interceptor';
 import { IDEMPOTENCY_MODULE_OPTIONS } from './idempotency.constants';
 import {
@@ -7,14 +11,16 @@ import {
   type IdempotencyModuleSyncOptions,
 } from './idempotency.module-definition';
 import type { IdempotencyModuleOptions } from './idempotency.options';
-import { documentIdempotentRoutes } from './idempotency.swagger';
-import { IdempotencyStore } from './idempotency-store';
-import { MemoryIdempotencyStore } from './memory/memory-idempotency.store';
+import { IdempotencyService } from './idempotency.service';
+import { IdempotencyStore } from './stores/idempotency-store';
+import { MemoryIdempotencyStore } from './stores/memory/memory-idempotency.store';
+
+const IDEMPOTENCY_OPENAPI = Symbol('IDEMPOTENCY_OPENAPI');
 
 /**
  * Idempotency-Key support. `forRoot(options)` / `forRootAsync({ useFactory | useClass |
- * useExisting, inject, imports })` register the store and a global interceptor that acts on
- * handlers marked `@Idempotent()`.
+ * useExisting, inject, imports })` register the store, the engine, `IdempotencyService` and a
+ * global interceptor that acts on handlers marked `@Idempotent()`.
  *
  * @example
  * IdempotencyModule.forRoot({ ttl: '24h' })
@@ -23,9 +29,8 @@ import { MemoryIdempotencyStore } from './memory/memory-idempotency.store';
  *   useFactory: (config: ConfigService) => ({ store: new RedisIdempotencyStore(config.get('REDIS_URL')) }),
  * })
  */
-const IDEMPOTENCY_OPENAPI = Symbol('IDEMPOTENCY_OPENAPI');
-
 @Module({
+  imports: [DiscoveryModule],
   providers: [
     {
       provide: IdempotencyStore,
@@ -33,7 +38,11 @@ const IDEMPOTENCY_OPENAPI = Symbol('IDEMPOTENCY_OPENAPI');
       useFactory: (options: IdempotencyModuleOptions) =>
         options.store ?? new MemoryIdempotencyStore(),
     },
+    IdempotencyEngine,
+    IdempotentHandlers,
+    HttpContextAdapter,
     IdempotencyInterceptor,
+    IdempotencyService,
     {
       // Documents @Idempotent() routes in the OpenAPI document when @nestjs/swagger is installed.
       provide: IDEMPOTENCY_OPENAPI,
@@ -41,7 +50,17 @@ const IDEMPOTENCY_OPENAPI = Symbol('IDEMPOTENCY_OPENAPI');
       useFactory: documentIdempotentRoutes,
     },
   ],
-  exports: [IdempotencyStore, IdempotencyInterceptor, IDEMPOTENCY_MODULE_OPTIONS],
+  // The interceptor's own dependencies too: `@UseInterceptors(IdempotencyInterceptor)` builds it
+  // in the module that uses it.
+  exports: [
+    IdempotencyStore,
+    IdempotencyEngine,
+    IdempotentHandlers,
+    HttpContextAdapter,
+    IdempotencyInterceptor,
+    IdempotencyService,
+    IDEMPOTENCY_MODULE_OPTIONS,
+  ],
 })
 export class IdempotencyModule extends ConfigurableModuleClass {
   /** Registers the module with `options` (all optional: the defaults use the memory store). */

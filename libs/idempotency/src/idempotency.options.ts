@@ -1,5 +1,5 @@
 import type { ExecutionContext } from '@nestjs/common';
-import type { IdempotencyStore } from './idempotency-store';
+import type { IdempotencyStore } from './stores/idempotency-store';
 
 /** A duration: milliseconds, or a string understood by the `ms` package (`'30s'`, `'24h'`). */
 export type Duration = number | string;
@@ -56,8 +56,9 @@ export interface IdempotentOptions {
   key?: IdempotencyKeySource;
   /**
    * Request fingerprint used to catch a key reused for another payload; `false` turns it off.
-   * The default hashes (SHA-256) the verb, route template, canonical JSON of the body (object keys
-   * sorted) and of the query.
+   * The default hashes (SHA-256) the verb, the route template, its path parameters (so one key on
+   * `/payments/1/capture` then `/payments/2/capture` is a reuse, never a replay), and the
+   * canonical JSON of the body (object keys sorted) and of the query.
    * @default the built-in fingerprint
    */
   fingerprint?: IdempotencyFingerprintFn | false;
@@ -67,6 +68,19 @@ export interface IdempotentOptions {
    * @default '30s'
    */
   lockTtl?: Duration;
+  /**
+   * Longest time a lease is renewed for one run. A handler still running after this is taken for
+   * hung: its lease is no longer renewed (a warning is logged), so the key frees once the lease
+   * lapses and a retry can run.
+   * @default '1h'
+   */
+  maxLockHold?: Duration;
+  /**
+   * `Retry-After` of a 409 for a request in flight (whole seconds in the header, rounded up),
+   * never more than the remaining lease.
+   * @default '1s'
+   */
+  retryAfter?: Duration;
   /**
    * What a duplicate does while the first request is in flight: `'reject'` answers 409 with
    * `Retry-After`; `'wait'` waits up to `waitTimeout` for the first to finish and replays its
@@ -80,24 +94,35 @@ export interface IdempotentOptions {
    */
   waitTimeout?: Duration;
   /**
-   * Which statuses are stored and replayed. Others release the key, so a retry runs again.
-   * Non-HTTP errors always release.
+   * Which outcomes are stored and replayed; the others release the key, so a retry runs again.
+   * It gets the status, and the error when the handler threw (a non-HTTP error comes as status
+   * 500): returning `true` for one stores it as a 500, so the handler never runs again for that key.
    * @default (status) => status < 500
+   * @example storeIf: (status, error) => status < 500 || error instanceof PaymentDeclinedError
    */
-  storeIf?: (status: number) => boolean;
+  storeIf?: (status: number, error?: unknown) => boolean;
   /**
    * Response headers to replay besides the default allow-list (`Location`, `Content-Type`,
-   * `Content-Location`, `ETag`, `Last-Modified`). `Set-Cookie`, `Authorization` and hop-by-hop
-   * headers are never stored.
+   * `Content-Location`, `Content-Language`, `ETag`, `Last-Modified`). `Set-Cookie`,
+   * `Authorization` and hop-by-hop headers are never stored.
    * @default []
    */
   replayHeaders?: readonly string[];
   /**
-   * Largest stored body, in bytes of its encoded form. A larger response is sent but not stored:
-   * the key is released and a warning is logged.
+   * Largest stored body, in bytes of its encoded form. A larger response is sent but cannot be
+   * replayed: see `unreplayable`.
    * @default 1048576 (1 MiB)
    */
   maxResponseBytes?: number;
+  /**
+   * What a result that cannot be stored leaves behind (a stream, `StreamableFile`, `@Res()`
+   * without passthrough, a body over `maxResponseBytes` or one that cannot be serialized). Its
+   * client gets it as usual. `'reject'` completes the record as done but not replayable: a retry
+   * gets 409 `IDEMPOTENCY_RESPONSE_NOT_REPLAYABLE` and the handler does not run again. `'release'`
+   * frees the key, so a retry runs the handler again: only for handlers that are safe to re-run.
+   * @default 'reject'
+   */
+  unreplayable?: 'reject' | 'release';
   /**
    * What happens when the store fails: `'closed'` answers 503 and the handler does not run;
    * `'open'` runs the handler unprotected and logs an error.
@@ -180,4 +205,45 @@ export interface IdempotencyModuleOptions extends IdempotentOptions {
 /** A class that builds the module options, for `forRootAsync({ useClass })`. */
 export interface IdempotencyOptionsFactory {
   createIdempotencyOptions(): Promise<IdempotencyModuleOptions> | IdempotencyModuleOptions;
+}
+
+/**
+ * Options of `IdempotencyService.run()`. Unset fields take the module's options (`forRoot()`), then
+ * the defaults; the HTTP-only ones (`key`, `headerName`, `required`, `principal`, `methods`,
+ * `replayHeaders`, `fingerprint`) do not apply.
+ */
+export interface IdempotencyRunOptions extends Pick<
+  IdempotentOptions,
+  | 'ttl'
+  | 'lockTtl'
+  | 'maxLockHold'
+  | 'retryAfter'
+  | 'concurrent'
+  | 'waitTimeout'
+  | 'storeIf'
+  | 'maxResponseBytes'
+  | 'unreplayable'
+  | 'onStoreError'
+> {
+  /**
+   * What the key is unique within, for example `['stripe-webhook']` or `['emails', tenantId]`.
+   * Keys of different scopes never meet, and none meets a key of an HTTP route.
+   * @default [] (one key space shared by every call without a scope)
+   */
+  scope?: string | readonly string[];
+  /**
+   * What the key stands for. Its canonical JSON (object keys sorted) is fingerprinted, so the same
+   * key with another payload throws `IdempotencyKeyReusedException` instead of replaying the
+   * other payload's result.
+   * @default undefined (the payload is not checked)
+   */
+  payload?: unknown;
+}
+
+/** What `IdempotencyService.run()` resolves to. */
+export interface IdempotencyRunResult<T> {
+  /** The work's value: its own on the first run, the stored one (decoded) on a replay. */
+  value: T;
+  /** `true` when the work did not run and `value` is the first run's stored result. */
+  replayed: boolean;
 }

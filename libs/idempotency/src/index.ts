@@ -1,7 +1,7 @@
 export * from './idempotency.constants';
 export * from './idempotency.errors';
 export { IdempotencyInterceptor } from './idempotency.interceptor';
-export type { ResolvedIdempotencyOptions } from './idempotency.interceptor';
+export { IdempotencyService } from './idempotency.service';
 export { IdempotencyModule } from './idempotency.module';
 export {
   type IdempotencyModuleAsyncOptions,
@@ -9,10 +9,34 @@ export {
   type IdempotencyModuleSyncOptions,
 } from './idempotency.module-definition';
 export type * from './idempotency.options';
-export * from './idempotency-store';
-export { MAX_KEY_LENGTH, parseIdempotencyKey } from './idempotency-key';
 export { Idempotent } from './idempotent.decorator';
+export {
+  IdempotencyEngine,
+  type Capture,
+  type CapturedError,
+  type IdempotencyOutcome,
+  type IdempotentCall,
+  type ReplayedResult,
+} from './engine/idempotency.engine';
+export {
+  IdempotencyChannel,
+  type IdempotencyContextType,
+  type IdempotencyEventBase,
+  type IdempotencyExecutedEvent,
+  type IdempotencyLeaseLostEvent,
+  type IdempotencyRejectedEvent,
+  type IdempotencyReplayedEvent,
+  type IdempotencyStoreErrorEvent,
+} from './engine/idempotency.events';
+export type { IdempotencyRejection } from './engine/idempotency-rejection';
+export type { ResolvedIdempotencyOptions } from './engine/resolved-options';
+export { IdempotencyOptionError } from './engine/duration';
+export { MAX_KEY_LENGTH, parseIdempotencyKey } from './engine/idempotency-key';
+export { requestFingerprint, storageKeyOf } from './engine/idempotency.hashing';
+export type { CallDescription, IdempotencyContextAdapter } from './contexts/context-adapter';
+export type { IdempotentHandler } from './contexts/idempotent-handlers';
+export * from './stores/idempotency-store';
 export {
   MemoryIdempotencyStore,
   type MemoryIdempotencyStoreOptions,
-} from './memory/memory-idempotency.store';
+} from './stores/memory/memory-idempotency.store';

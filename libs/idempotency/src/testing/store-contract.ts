@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import type { IdempotencyStore, StoredResponse } from '../idempotency-store';
+import type { IdempotencyStore, StoredResponse } from '../stores/idempotency-store';
 
 /** How {@link describeIdempotencyStoreContract} reaches the store under test. */
 export interface IdempotencyStoreContractOptions<S extends IdempotencyStore = IdempotencyStore> {

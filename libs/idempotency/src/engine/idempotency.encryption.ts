@@ -5,8 +5,8 @@ import {
   type KeyObject,
   randomBytes,
 } from 'node:crypto';
-import type { IdempotencyEncryptionOptions } from './idempotency.options';
-import type { StoredResponse } from './idempotency-store';
+import type { IdempotencyEncryptionOptions } from '../idempotency.options';
+import type { StoredResponse } from '../stores/idempotency-store';
 
 /**
  * The stored body of an encrypted record starts with this. The library's tagged JSON body never

@@ -38,8 +38,26 @@ describe('requestFingerprint', () => {
     ['the verb', { method: 'PATCH' }],
     ['the route', { route: '/payments' }],
     ['a string body of the same JSON', { body: '{"a":1,"b":[1,2]}' }],
+    ['the path parameters', { params: { id: 'pay_2' } }],
   ])('changes with %s', (_name, change) => {
     expect(requestFingerprint({ ...base, ...change })).not.toBe(requestFingerprint(base));
+  });
+
+  it('tells two resources of one route template apart by their parameters', () => {
+    const capture = { ...base, route: '/payments/:id/capture' };
+    expect(requestFingerprint({ ...capture, params: { id: 'pay_1' } })).not.toBe(
+      requestFingerprint({ ...capture, params: { id: 'pay_2' } }),
+    );
+    expect(requestFingerprint({ ...capture, params: { id: 'pay_1' } })).toBe(
+      requestFingerprint({ ...capture, params: { id: 'pay_1' } }),
+    );
+  });
+
+  it('keeps the fingerprint of earlier versions for a route without parameters', () => {
+    expect(requestFingerprint({ ...base, params: {} })).toBe(requestFingerprint(base));
+    expect(requestFingerprint(base)).toBe(
+      'd273923067959e468a8bbeae967bf7212e4d1350ce3ed3ffa71d4acc337f60d5',
+    );
   });
 
   it('treats the verb case-insensitively', () => {

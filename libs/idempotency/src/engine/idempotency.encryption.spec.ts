@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { decodeBody, encodeBody } from './body-codec';
 import { IdempotencyDecryptionError, IdempotencyResponseCipher } from './idempotency.encryption';
-import type { StoredResponse } from './idempotency-store';
+import type { StoredResponse } from '../stores/idempotency-store';
 
 const KEY_A = randomBytes(32);
 const KEY_B = randomBytes(32);

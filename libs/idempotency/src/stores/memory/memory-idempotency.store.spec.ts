@@ -1,5 +1,5 @@
 import { jest } from '@jest/globals';
-import { describeIdempotencyStoreContract } from '../testing';
+import { describeIdempotencyStoreContract } from '../../testing';
 import { MemoryIdempotencyStore } from './memory-idempotency.store';
 
 let now = 1_000_000;

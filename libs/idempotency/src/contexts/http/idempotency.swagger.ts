@@ -1,10 +1,10 @@
 import { type Type, RequestMethod } from '@nestjs/common';
 import { METHOD_METADATA } from '@nestjs/common/constants';
 import { ModulesContainer, Reflector } from '@nestjs/core';
-import { DEFAULT_IDEMPOTENCY_HEADER, PROBLEM_CONTENT_TYPE } from './idempotency.constants';
-import { IdempotencyErrorCode } from './idempotency.errors';
-import type { IdempotencyModuleOptions, IdempotentOptions } from './idempotency.options';
-import { Idempotent } from './idempotent.decorator';
+import { DEFAULT_METHODS, mergedOptions } from '../idempotent-handlers';
+import { DEFAULT_IDEMPOTENCY_HEADER, PROBLEM_CONTENT_TYPE } from '../../idempotency.constants';
+import { IdempotencyErrorCode } from '../../idempotency.errors';
+import type { IdempotencyModuleOptions, IdempotentOptions } from '../../idempotency.options';
 
 /** The two decorators of @nestjs/swagger used here (typed locally: the package is optional). */
 interface SwaggerDecorators {
@@ -90,17 +90,15 @@ function coveredOptions(
   moduleOptions: IdempotencyModuleOptions,
 ): IdempotentOptions | undefined {
   const verb = Reflect.getMetadata(METHOD_METADATA, handler) as RequestMethod | undefined;
-  const onHandler = reflector.get(Idempotent, handler as never);
-  const onClass = reflector.get(Idempotent, controller);
-  if (verb === undefined || (!onHandler && !onClass)) {
+  const merged = mergedOptions(reflector, controller, handler, moduleOptions);
+  if (verb === undefined || !merged) {
     return undefined;
   }
   const method = RequestMethod[verb];
-  const merged: IdempotentOptions = { ...moduleOptions, ...onClass, ...onHandler };
-  const covered = onHandler
+  const covered = merged.onHandler
     ? !NEVER_PROTECTED.has(method)
-    : (merged.methods ?? ['POST', 'PATCH']).some((m) => m.toUpperCase() === method);
-  return covered ? merged : undefined;
+    : (merged.options.methods ?? DEFAULT_METHODS).some((m) => m.toUpperCase() === method);
+  return covered ? merged.options : undefined;
 }
 
 function decoratorsFor(swagger: SwaggerDecorators, options: IdempotentOptions): MethodDecorator[] {
@@ -132,8 +130,8 @@ function decoratorsFor(swagger: SwaggerDecorators, options: IdempotentOptions): 
       : []),
     problem(
       409,
-      'A request with this idempotency key is still being processed; retry after `Retry-After` seconds.',
-      [IdempotencyErrorCode.RequestInProgress],
+      'A request with this idempotency key is still being processed (retry after `Retry-After` seconds), or it was processed but its response cannot be replayed.',
+      [IdempotencyErrorCode.RequestInProgress, IdempotencyErrorCode.ResponseNotReplayable],
     ),
     problem(
       options.mismatchStatus ?? 422,

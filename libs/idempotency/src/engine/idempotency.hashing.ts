@@ -15,22 +15,52 @@ export function storageKey(parts: readonly string[]): string {
   return hash('sha256', input, 'hex');
 }
 
+/** Prefix of every storage key; a new version would start a new key space. */
+const KEY_PREFIX = 'nestjs-idempotency:v1';
+
+/** The storage key of a client key within its scope parts. */
+export function storageKeyOf(scope: readonly string[], key: string): string {
+  return storageKey([KEY_PREFIX, ...scope, key]);
+}
+
 /**
- * The default fingerprint: SHA-256 over the verb, the route template, the canonical JSON of the
- * body (object keys sorted, so `{a,b}` and `{b,a}` agree) and of the query.
+ * The default fingerprint: SHA-256 over the verb, the route template, the path parameters, and
+ * the canonical JSON of the body (object keys sorted, so `{a,b}` and `{b,a}` agree) and of the
+ * query. Parameters are hashed only when the route has some, so a route without any keeps the
+ * fingerprint of earlier versions.
  */
 export function requestFingerprint(input: {
   method: string;
   route: string;
+  params?: unknown;
   body: unknown;
   query: unknown;
 }): string {
-  return storageKey([
+  const parts = [
     input.method.toUpperCase(),
     input.route,
     canonical(input.body),
     canonical(input.query),
-  ]);
+  ];
+  if (hasEntries(input.params)) {
+    parts.push(canonical(input.params));
+  }
+  return storageKey(parts);
+}
+
+/** The fingerprint of an explicit payload (`IdempotencyService.run()`). */
+export function payloadFingerprint(payload: unknown): string {
+  return storageKey(['payload', canonical(payload)]);
+}
+
+function hasEntries(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) {
+    return false;
+  }
+  for (const _key in value) {
+    return true;
+  }
+  return false;
 }
 
 function canonical(value: unknown): string {

@@ -1,0 +1,297 @@
+import { type ExecutionContext, HttpException, Injectable, StreamableFile } from '@nestjs/common';
+import {
+  PATH_METADATA,
+  RESPONSE_PASSTHROUGH_METADATA,
+  ROUTE_ARGS_METADATA,
+} from '@nestjs/common/constants';
+import { RouteParamtypes } from '@nestjs/common/enums/route-paramtypes.enum';
+import { HttpAdapterHost } from '@nestjs/core';
+import { type Observable, of, throwError } from 'rxjs';
+import type { Capture, CapturedError, ReplayedResult } from '../../engine/idempotency.engine';
+import { requestFingerprint, storageKeyOf } from '../../engine/idempotency.hashing';
+import {
+  IdempotencyErrorCode,
+  type IdempotencyRejection,
+} from '../../engine/idempotency-rejection';
+import {
+  InvalidKeyError,
+  parseIdempotencyKey,
+  rawHeaderValues,
+  validateIdempotencyKey,
+} from '../../engine/idempotency-key';
+import type { ResolvedIdempotencyOptions } from '../../engine/resolved-options';
+import { IDEMPOTENT_REPLAYED_HEADER, PROBLEM_CONTENT_TYPE } from '../../idempotency.constants';
+import { exceptionOf } from '../../idempotency.errors';
+import type { CallDescription, IdempotencyContextAdapter } from '../context-adapter';
+import type { IdempotentHandler } from '../idempotent-handlers';
+
+type HttpRequest = {
+  method: string;
+  body?: unknown;
+  query?: unknown;
+  params?: unknown;
+  headers: Record<string, string | string[] | undefined>;
+  rawHeaders?: string[];
+  raw?: { rawHeaders?: string[] };
+  route?: { path?: unknown };
+  routeOptions?: { url?: string };
+  user?: { id?: string | number; sub?: string | number };
+  [HANDLED]?: boolean;
+};
+
+type HttpResponse = {
+  statusCode: number;
+  getHeaders(): Record<string, number | string | string[] | undefined>;
+};
+
+/** What the adapter derives once per handler from its route metadata. */
+interface RouteFacts {
+  /** Route template from metadata, for a platform that does not expose the matched one. */
+  template: string;
+  /** The handler writes the response itself (`@Res()` / `@Next()` without passthrough). */
+  respondsItself: boolean;
+}
+
+const NEVER_PROTECTED = new Set(['GET', 'HEAD', 'OPTIONS']);
+const HANDLED = Symbol('nestjs-idempotency:handled');
+/** What Nest's exception filter answers for an error that is not an `HttpException`. */
+const INTERNAL_ERROR_BODY = { statusCode: 500, message: 'Internal server error' };
+
+/**
+ * HTTP routes, on Express and Fastify alike: the key from the `Idempotency-Key` header (or the
+ * route's key function), the endpoint and principal as scope, a fingerprint of the verb, route,
+ * path parameters, body and query; the status, allow-listed headers and body as the stored result;
+ * rejections as problem+json answers. Headers are written through `HttpAdapterHost`.
+ */
+@Injectable()
+export class HttpContextAdapter implements IdempotencyContextAdapter {
+  readonly type = 'http';
+  private readonly routes = new WeakMap<IdempotentHandler, RouteFacts>();
+
+  constructor(private readonly adapterHost: HttpAdapterHost) {}
+
+  describe(context: ExecutionContext, handler: IdempotentHandler): CallDescription | undefined {
+    const request = context.switchToHttp().getRequest<HttpRequest>();
+    const method = request.method.toUpperCase();
+    if (
+      request[HANDLED] ||
+      NEVER_PROTECTED.has(method) ||
+      (handler.methods && !handler.methods.has(method))
+    ) {
+      return undefined;
+    }
+    // Registered globally and with @UseInterceptors() too, it must claim once, not twice.
+    request[HANDLED] = true;
+    const { options } = handler;
+    const matched = request.routeOptions?.url ?? request.route?.path;
+    const route = typeof matched === 'string' ? matched : this.facts(handler).template;
+    const target = `${method} ${route}`;
+    let fingerprint: string | null;
+    let key: string | undefined;
+    try {
+      fingerprint =
+        options.fingerprint === false
+          ? null
+          : options.fingerprint
+            ? options.fingerprint(context)
+            : defaultFingerprint(request, method, route);
+      key =
+        options.key === 'fingerprint'
+          ? (fingerprint ?? defaultFingerprint(request, method, route))
+          : this.readKey(context, request, options);
+    } catch (error) {
+      if (error instanceof InvalidKeyError) {
+        return {
+          target,
+          rejection: { code: IdempotencyErrorCode.KeyInvalid, detail: error.message },
+        };
+      }
+      // JSON.parse accepts nesting deeper than a recursive walk can follow: a client's mistake (or
+      // an attack), answered 400 before anything runs, never a 500.
+      if (error instanceof RangeError) {
+        return { target, rejection: { code: IdempotencyErrorCode.FingerprintFailed } };
+      }
+      throw error;
+    }
+    if (key === undefined) {
+      return options.required
+        ? { target, rejection: { code: IdempotencyErrorCode.KeyMissing } }
+        : undefined;
+    }
+    return {
+      key: storageKeyOf(this.scopeParts(context, request, options, method, route), key),
+      fingerprint,
+      target,
+    };
+  }
+
+  capture(context: ExecutionContext, handler: IdempotentHandler, value: unknown): Capture {
+    const response = context.switchToHttp().getResponse<HttpResponse>();
+    const status = response.statusCode;
+    if (this.facts(handler).respondsItself) {
+      return { status, unreplayable: 'it writes the response itself (@Res() without passthrough)' };
+    }
+    if (value instanceof StreamableFile) {
+      return { status, unreplayable: 'its response is a stream' };
+    }
+    return {
+      status,
+      headers: pickHeaders(response.getHeaders(), handler.options.replayHeaders),
+      body: value,
+    };
+  }
+
+  captureError(error: unknown): CapturedError {
+    return error instanceof HttpException
+      ? { status: error.getStatus(), body: error.getResponse() }
+      : { status: 500, body: INTERNAL_ERROR_BODY };
+  }
+
+  replay(context: ExecutionContext, result: ReplayedResult): Observable<unknown> {
+    const adapter = this.adapterHost.httpAdapter;
+    const response = context.switchToHttp().getResponse();
+    for (const [name, value] of Object.entries(result.headers)) {
+      adapter.setHeader(response, name, value as string);
+    }
+    adapter.setHeader(response, IDEMPOTENT_REPLAYED_HEADER, 'true');
+    if (result.error) {
+      // Re-thrown, so the application's exception filters render it as they did the first time.
+      const body = result.body as string | Record<string, unknown>;
+      return throwError(() => new HttpException(body, result.status));
+    }
+    adapter.status(response, result.status);
+    return of(result.body);
+  }
+
+  /** A problem+json answer: its Content-Type and headers (Retry-After) are set on the response. */
+  reject(
+    context: ExecutionContext,
+    handler: IdempotentHandler,
+    rejection: IdempotencyRejection,
+  ): Error {
+    const { headerName, mismatchStatus } = handler.options;
+    const exception = exceptionOf(rejection, headerName, mismatchStatus);
+    const adapter = this.adapterHost.httpAdapter;
+    const response = context.switchToHttp().getResponse();
+    adapter.setHeader(response, 'Content-Type', PROBLEM_CONTENT_TYPE);
+    for (const [name, value] of Object.entries(exception.headers)) {
+      adapter.setHeader(response, name, value);
+    }
+    return exception;
+  }
+
+  /**
+   * The client's key: from the route's key function, or the header parsed as a Structured Field
+   * string or a bare token. `undefined` when absent; throws {@link InvalidKeyError} when invalid
+   * or sent twice with different values.
+   */
+  private readKey(
+    context: ExecutionContext,
+    request: HttpRequest,
+    options: ResolvedIdempotencyOptions,
+  ): string | undefined {
+    if (typeof options.key === 'function') {
+      const key = options.key(context);
+      if (key !== undefined && key !== null) {
+        validateIdempotencyKey(key);
+      }
+      return key ?? undefined;
+    }
+    const raw = request.raw?.rawHeaders ?? request.rawHeaders;
+    const header = request.headers[options.headerName.toLowerCase()];
+    const values = raw
+      ? rawHeaderValues(raw, options.headerName)
+      : header === undefined
+        ? []
+        : ([] as string[]).concat(header);
+    if (values.length === 0) {
+      return undefined;
+    }
+    const first = parseIdempotencyKey(values[0]);
+    for (let i = 1; i < values.length; i++) {
+      if (parseIdempotencyKey(values[i]) !== first) {
+        throw new InvalidKeyError(
+          `The ${options.headerName} header was sent more than once with different values.`,
+        );
+      }
+    }
+    return first;
+  }
+
+  /** What the key is unique within, as string parts hashed into the storage key. */
+  private scopeParts(
+    context: ExecutionContext,
+    request: HttpRequest,
+    options: ResolvedIdempotencyOptions,
+    method: string,
+    route: string,
+  ): readonly string[] {
+    if (typeof options.scope === 'function') {
+      return ['custom', ...options.scope(context)];
+    }
+    if (options.scope === 'global') {
+      return ['global'];
+    }
+    const principal = options.principal
+      ? options.principal(context)
+      : (request.user?.id ?? request.user?.sub);
+    const who =
+      principal === undefined || principal === null ? 'anonymous' : `principal:${principal}`;
+    return options.scope === 'user' ? ['user', who] : ['endpoint', method, route, who];
+  }
+
+  private facts(handler: IdempotentHandler): RouteFacts {
+    let facts = this.routes.get(handler);
+    if (!facts) {
+      const { controller, handler: fn } = handler;
+      const routeArgs: Record<string, unknown> =
+        Reflect.getMetadata(ROUTE_ARGS_METADATA, controller, fn.name) ?? {};
+      const passthrough =
+        Reflect.getMetadata(RESPONSE_PASSTHROUGH_METADATA, controller, fn.name) === true;
+      const takesResponse = Object.keys(routeArgs).some((key) => {
+        const type = Number(key.split(':')[0]);
+        return type === RouteParamtypes.RESPONSE || type === RouteParamtypes.NEXT;
+      });
+      facts = {
+        template: metadataRoute(controller, fn),
+        respondsItself: takesResponse && !passthrough,
+      };
+      this.routes.set(handler, facts);
+    }
+    return facts;
+  }
+}
+
+function defaultFingerprint(request: HttpRequest, method: string, route: string): string {
+  return requestFingerprint({
+    method,
+    route,
+    params: request.params,
+    body: request.body,
+    query: request.query,
+  });
+}
+
+function pickHeaders(
+  headers: Record<string, number | string | string[] | undefined>,
+  allowed: ReadonlySet<string>,
+): Record<string, string | string[]> {
+  const picked: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    const lower = name.toLowerCase();
+    if (value !== undefined && allowed.has(lower)) {
+      picked[lower] = typeof value === 'number' ? String(value) : value;
+    }
+  }
+  return picked;
+}
+
+function metadataRoute(controller: object, handler: object): string {
+  const first = (path: unknown): string =>
+    String((Array.isArray(path) ? path[0] : path) ?? '').replace(/^\/+|\/+$/g, '');
+  const parts = [
+    first(Reflect.getMetadata(PATH_METADATA, controller)),
+    first(Reflect.getMetadata(PATH_METADATA, handler)),
+  ];
+  return `/${parts.filter(Boolean).join('/')}`;
+}

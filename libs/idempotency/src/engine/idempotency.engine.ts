@@ -1,0 +1,583 @@
+import { Inject, Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
+import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { decodeBody, encodeBody } from './body-codec';
+import {
+  ENCRYPTED_BODY_PREFIX,
+  IdempotencyDecryptionError,
+  IdempotencyResponseCipher,
+} from './idempotency.encryption';
+import {
+  channels,
+  type IdempotencyContextType,
+  type IdempotencyExecutedEvent,
+} from './idempotency.events';
+import { IdempotencyErrorCode, type IdempotencyRejection } from './idempotency-rejection';
+import type { ResolvedIdempotencyOptions } from './resolved-options';
+import { IDEMPOTENCY_MODULE_OPTIONS } from '../idempotency.constants';
+import type { IdempotencyModuleOptions } from '../idempotency.options';
+import {
+  type ClaimResult,
+  IdempotencyStore,
+  type StoredResponse,
+} from '../stores/idempotency-store';
+
+/** One call the engine is asked to make idempotent; a context adapter builds it. */
+export interface IdempotentCall<T> {
+  /** The hashed storage key (see `storageKeyOf`). */
+  key: string;
+  /** Fingerprint of what the call asks for, or `null` when it is not checked. */
+  fingerprint: string | null;
+  options: ResolvedIdempotencyOptions;
+  /** The entry point, for events. */
+  context: IdempotencyContextType;
+  /** Route template, pattern or scope, for events and logs. */
+  target: string;
+  /** Runs the work once. */
+  work: () => Promise<T>;
+  /** What to store of the work's value. */
+  capture: (value: T) => Capture;
+  /** The status an error of the work stands for, and the body to store should `storeIf` want it. */
+  captureError: (error: unknown) => CapturedError;
+}
+
+/**
+ * What a successful run leaves to store: a result (its body is encoded by the engine), a result
+ * that cannot be replayed and why, or `null` for nothing to store (the key is released).
+ */
+export type Capture =
+  | { status: number; headers?: Record<string, string | string[]>; body: unknown }
+  | { status: number; unreplayable: string }
+  | null;
+
+/** A failed run, as it would be stored. */
+export interface CapturedError {
+  status: number;
+  body: unknown;
+}
+
+/** A stored result, decoded, to be replayed by the context. */
+export interface ReplayedResult {
+  status: number;
+  headers: Record<string, string | string[]>;
+  body: unknown;
+  /** `true` when the first run threw (an HTTP error): the context throws it again. */
+  error: boolean;
+}
+
+/** How a call ended: ran (its own value), replayed (the stored one) or refused (why). */
+export type IdempotencyOutcome<T> =
+  | { type: 'executed'; value: T }
+  | { type: 'replayed'; result: ReplayedResult }
+  | { type: 'rejected'; rejection: IdempotencyRejection };
+
+/** The stored body of a result that ran but could not be stored; JSON never starts with `u`. */
+const UNREPLAYABLE_BODY = 'unreplayable:';
+
+/** One run's claim: who holds it, and the renewal that keeps it. */
+interface Lease<T> {
+  call: IdempotentCall<T>;
+  ownerToken: string;
+  startedAt: number;
+  timer?: NodeJS.Timeout;
+  settled: boolean;
+}
+
+type Settled = IdempotencyExecutedEvent['record'];
+
+/**
+ * The protocol-neutral state machine behind every entry point: the interceptor's HTTP routes and
+ * `IdempotencyService.run()` alike. Given a storage key, a fingerprint, resolved options and the
+ * work, it claims the key atomically and then runs the work under a renewed lease (executed),
+ * replays the stored result (replayed), or refuses (rejected: in progress, key reused, not
+ * replayable, store unavailable). It owns renewal and `maxLockHold`, the wait mode, fencing,
+ * encryption, storing or releasing the record, and the diagnostics-channel events.
+ *
+ * It knows nothing of HTTP: adapters say what a result is (`capture`) and render the outcome.
+ */
+@Injectable()
+export class IdempotencyEngine implements OnApplicationShutdown {
+  private readonly logger = new Logger('Idempotency');
+  private readonly leases = new Set<Lease<unknown>>();
+  /** Set when `encryption` is configured; `undefined` keeps the stored form in clear. */
+  private readonly cipher?: IdempotencyResponseCipher;
+  /** Targets already warned about an unreplayable result, so a streaming route warns once. */
+  private readonly warnedUnreplayable = new Set<string>();
+
+  constructor(
+    readonly store: IdempotencyStore,
+    @Inject(IDEMPOTENCY_MODULE_OPTIONS) options: IdempotencyModuleOptions,
+  ) {
+    // Throws at bootstrap, naming the option, when a key or the key id is invalid.
+    this.cipher = options.encryption
+      ? new IdempotencyResponseCipher(options.encryption)
+      : undefined;
+  }
+
+  /**
+   * Runs `call` idempotently. Resolves with how it ended; rejects with the work's own error when
+   * the work threw (after storing or releasing the record as `storeIf` says).
+   */
+  async process<T>(call: IdempotentCall<T>): Promise<IdempotencyOutcome<T>> {
+    const started = performance.now();
+    const ownerToken = randomUUID();
+    let result: ClaimResult;
+    try {
+      result = await this.claim(call, ownerToken);
+      if (
+        result.outcome === 'in_flight' &&
+        call.options.concurrent === 'wait' &&
+        this.sameFingerprint(call, result)
+      ) {
+        result = await this.waitForCompletion(call, ownerToken, result);
+      }
+    } catch (error) {
+      return this.onStoreFailure(call, error, started);
+    }
+    if (result.outcome !== 'acquired' && !this.sameFingerprint(call, result)) {
+      return this.reject(call, { code: IdempotencyErrorCode.KeyReused }, started);
+    }
+    switch (result.outcome) {
+      case 'acquired':
+        return this.execute(call, ownerToken, performance.now() - started);
+      case 'in_flight':
+        return this.reject(
+          call,
+          {
+            code: IdempotencyErrorCode.RequestInProgress,
+            retryAfterMs: Math.max(
+              1,
+              Math.min(call.options.retryAfterMs, Math.ceil(result.leaseRemainingMs)),
+            ),
+          },
+          started,
+        );
+      case 'completed':
+        return this.replay(call, result.response, started);
+    }
+  }
+
+  /** Stops every lease renewal; records in flight are left to lapse with their lease. */
+  onApplicationShutdown(): void {
+    for (const lease of this.leases) {
+      this.stopRenewal(lease);
+    }
+  }
+
+  private replay<T>(
+    call: IdempotentCall<T>,
+    stored: StoredResponse,
+    started: number,
+  ): IdempotencyOutcome<T> | Promise<IdempotencyOutcome<T>> {
+    let result: ReplayedResult;
+    try {
+      const clear = this.readStored(stored, call.key);
+      if (clear.body.startsWith(UNREPLAYABLE_BODY)) {
+        return this.reject(call, { code: IdempotencyErrorCode.ResponseNotReplayable }, started);
+      }
+      // Decoded here: a corrupt record fails before the context starts replaying it.
+      result = {
+        status: clear.status,
+        headers: clear.headers,
+        body: decodeBody(clear.body),
+        error: clear.error === true,
+      };
+    } catch (error) {
+      // A record that cannot be read (undecryptable, or corrupt) is never replayed and never run:
+      // it is answered like a store failure (onStoreError).
+      return this.onStoreFailure(call, error, started);
+    }
+    if (channels.replayed.hasSubscribers) {
+      channels.replayed.publish({
+        key: call.key,
+        context: call.context,
+        target: call.target,
+        status: result.status,
+        claimMs: performance.now() - started,
+      });
+    }
+    return { type: 'replayed', result };
+  }
+
+  private reject<T>(
+    call: IdempotentCall<T>,
+    rejection: IdempotencyRejection,
+    started: number,
+  ): IdempotencyOutcome<T> {
+    if (channels.rejected.hasSubscribers) {
+      channels.rejected.publish({
+        key: call.key,
+        context: call.context,
+        target: call.target,
+        code: rejection.code,
+        claimMs: performance.now() - started,
+      });
+    }
+    return { type: 'rejected', rejection };
+  }
+
+  private async execute<T>(
+    call: IdempotentCall<T>,
+    ownerToken: string,
+    claimMs: number,
+  ): Promise<IdempotencyOutcome<T>> {
+    const lease = this.startRenewal(call, ownerToken);
+    const workStarted = performance.now();
+    let value: T;
+    try {
+      value = await call.work();
+    } catch (error) {
+      await this.settleError(lease, error, claimMs, performance.now() - workStarted);
+      throw error;
+    }
+    await this.settleValue(lease, value, claimMs, performance.now() - workStarted);
+    return { type: 'executed', value };
+  }
+
+  private async settleValue<T>(
+    lease: Lease<T>,
+    value: T,
+    claimMs: number,
+    workMs: number,
+  ): Promise<void> {
+    const { call } = lease;
+    const timing = { claimMs, workMs, failed: false };
+    let capture: Capture;
+    try {
+      capture = call.capture(value);
+    } catch (error) {
+      capture = { status: 200, unreplayable: `it could not be captured (${String(error)})` };
+    }
+    if (capture === null || !call.options.storeIf(capture.status)) {
+      return this.settle(lease, undefined, { ...timing, status: capture?.status });
+    }
+    if ('unreplayable' in capture || isStream(capture.body)) {
+      const reason = 'unreplayable' in capture ? capture.unreplayable : 'it is a stream';
+      return this.settleUnreplayable(lease, capture.status, reason, timing);
+    }
+    let body: string;
+    try {
+      body = encodeBody(capture.body);
+    } catch (error) {
+      return this.settleUnreplayable(
+        lease,
+        capture.status,
+        `it cannot be serialized (${String(error)})`,
+        timing,
+      );
+    }
+    if (Buffer.byteLength(body) > call.options.maxResponseBytes) {
+      return this.settleUnreplayable(
+        lease,
+        capture.status,
+        `it is larger than maxResponseBytes (${call.options.maxResponseBytes})`,
+        timing,
+      );
+    }
+    return this.settle(
+      lease,
+      { status: capture.status, headers: capture.headers ?? {}, body },
+      { ...timing, status: capture.status },
+    );
+  }
+
+  private async settleError<T>(
+    lease: Lease<T>,
+    error: unknown,
+    claimMs: number,
+    workMs: number,
+  ): Promise<void> {
+    const timing = { claimMs, workMs, failed: true };
+    let captured: CapturedError | undefined;
+    try {
+      captured = lease.call.captureError(error);
+    } catch {
+      captured = undefined;
+    }
+    if (!captured || !lease.call.options.storeIf(captured.status, error)) {
+      return this.settle(lease, undefined, { ...timing, status: captured?.status });
+    }
+    let body: string;
+    try {
+      body = encodeBody(captured.body);
+    } catch {
+      return this.settle(lease, undefined, { ...timing, status: captured.status });
+    }
+    return this.settle(
+      lease,
+      { status: captured.status, headers: {}, body, error: true },
+      { ...timing, status: captured.status },
+    );
+  }
+
+  /**
+   * A result that ran but cannot be replayed: by default the record completes as done but not
+   * replayable (a retry is refused and nothing runs twice); with `unreplayable: 'release'` the key
+   * is freed for a handler that is safe to run again.
+   */
+  private async settleUnreplayable<T>(
+    lease: Lease<T>,
+    status: number,
+    reason: string,
+    timing: { claimMs: number; workMs: number; failed: boolean },
+  ): Promise<void> {
+    const { call } = lease;
+    const release = call.options.unreplayable === 'release';
+    const warning = `${call.target}: result not stored, ${reason}; ${
+      release
+        ? 'the key was released (unreplayable: release), so a retry runs again.'
+        : 'retries with its key get 409 IDEMPOTENCY_RESPONSE_NOT_REPLAYABLE and do not run again.'
+    }`;
+    if (!this.warnedUnreplayable.has(warning)) {
+      this.warnedUnreplayable.add(warning);
+      this.logger.warn(warning);
+    }
+    return this.settle(
+      lease,
+      release ? undefined : { status, headers: {}, body: UNREPLAYABLE_BODY + reason },
+      { ...timing, status },
+      release ? 'released' : 'unreplayable',
+    );
+  }
+
+  /**
+   * Completes the record with `response`, or releases it when there is none, fenced by the owner
+   * token. A failure is logged and published, never thrown: the caller still gets its result, and
+   * the record lapses with its unrenewed lease.
+   */
+  private async settle<T>(
+    lease: Lease<T>,
+    response: StoredResponse | undefined,
+    timing: { claimMs: number; workMs: number; failed: boolean; status?: number },
+    done: Settled = response ? 'stored' : 'released',
+  ): Promise<void> {
+    lease.settled = true;
+    this.stopRenewal(lease);
+    const { call, ownerToken } = lease;
+    const { key } = call;
+    const action = response ? 'complete' : 'release';
+    const started = performance.now();
+    let record = done;
+    try {
+      const written = response
+        ? await this.store.complete({
+            key,
+            ownerToken,
+            response: this.cipher ? this.cipher.encrypt(response, key) : response,
+            ttlMs: call.options.ttlMs,
+          })
+        : await this.store.release({ key, ownerToken });
+      if (!written) {
+        record = 'lease-lost';
+        this.logger.warn(
+          `Lease lost before ${response ? 'the response was stored' : 'release'}; another request may have run the handler. Consider a longer lockTtl.`,
+        );
+        this.leaseLost(lease, response ? 'completion' : 'release');
+      }
+    } catch (error) {
+      record = 'store-failed';
+      this.storeError(call, action, error, started);
+      this.logger.error(
+        `Could not ${action} the idempotency record; it stays in flight until its lease lapses (${call.options.lockTtlMs} ms).`,
+        error instanceof Error ? error.stack : String(error),
+      );
+    }
+    if (channels.executed.hasSubscribers) {
+      channels.executed.publish({
+        key,
+        context: call.context,
+        target: call.target,
+        record,
+        status: timing.status,
+        failed: timing.failed,
+        claimMs: timing.claimMs,
+        workMs: timing.workMs,
+        settleMs: performance.now() - started,
+      });
+    }
+  }
+
+  /** The store failed: refuse the call (fail closed), or run it unprotected with `'open'`. */
+  private async onStoreFailure<T>(
+    call: IdempotentCall<T>,
+    error: unknown,
+    started: number,
+  ): Promise<IdempotencyOutcome<T>> {
+    const detail = error instanceof Error ? error.stack : String(error);
+    if (call.options.onStoreError === 'closed') {
+      this.logger.error(
+        'Idempotency store failed; the call was refused (onStoreError: closed).',
+        detail,
+      );
+      return this.reject(
+        call,
+        { code: IdempotencyErrorCode.StoreUnavailable, cause: error },
+        started,
+      );
+    }
+    this.logger.error(
+      'Idempotency store failed; running the handler unprotected (onStoreError: open).',
+      detail,
+    );
+    const claimMs = performance.now() - started;
+    const value = await call.work();
+    if (channels.executed.hasSubscribers) {
+      channels.executed.publish({
+        key: call.key,
+        context: call.context,
+        target: call.target,
+        record: 'unprotected',
+        failed: false,
+        claimMs,
+        workMs: performance.now() - started - claimMs,
+        settleMs: 0,
+      });
+    }
+    return { type: 'executed', value };
+  }
+
+  private async claim<T>(call: IdempotentCall<T>, ownerToken: string): Promise<ClaimResult> {
+    const started = performance.now();
+    try {
+      return await this.store.claim({
+        key: call.key,
+        fingerprint: call.fingerprint,
+        ownerToken,
+        leaseMs: call.options.lockTtlMs,
+      });
+    } catch (error) {
+      this.storeError(call, 'claim', error, started);
+      throw error;
+    }
+  }
+
+  private sameFingerprint<T>(call: IdempotentCall<T>, result: ClaimResult): boolean {
+    return (
+      result.outcome === 'acquired' ||
+      call.fingerprint === null ||
+      result.fingerprint === null ||
+      result.fingerprint === call.fingerprint
+    );
+  }
+
+  /**
+   * Polls with a growing delay until the holder finishes, its lease lapses (this call then
+   * acquires), another payload holds the key, or `waitTimeout` passes.
+   */
+  private async waitForCompletion<T>(
+    call: IdempotentCall<T>,
+    ownerToken: string,
+    first: ClaimResult,
+  ): Promise<ClaimResult> {
+    const deadline = Date.now() + call.options.waitTimeoutMs;
+    let result = first;
+    let delay = 10;
+    while (result.outcome === 'in_flight' && this.sameFingerprint(call, result)) {
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) {
+        return result;
+      }
+      await new Promise<void>((resolve) => setTimeout(resolve, Math.min(delay, remaining)).unref());
+      delay = Math.min(delay * 2, 250);
+      result = await this.claim(call, ownerToken);
+    }
+    return result;
+  }
+
+  /** The stored response in clear: decrypted, or refused when encrypted and encryption is off. */
+  private readStored(stored: StoredResponse, key: string): StoredResponse {
+    if (this.cipher) {
+      return this.cipher.decrypt(stored, key);
+    }
+    if (stored.body.startsWith(ENCRYPTED_BODY_PREFIX)) {
+      throw new IdempotencyDecryptionError(
+        'The stored response is encrypted but the "encryption" option is not set; it cannot be replayed until it expires.',
+      );
+    }
+    return stored;
+  }
+
+  /**
+   * Renews the lease every `lockTtl / 3` (one unref'd timer) until the run settles, the lease is
+   * lost, the application shuts down, or `maxLockHold` has passed (a hung run frees its key).
+   */
+  private startRenewal<T>(call: IdempotentCall<T>, ownerToken: string): Lease<T> {
+    const lease: Lease<T> = { call, ownerToken, startedAt: performance.now(), settled: false };
+    const { key, options } = call;
+    this.leases.add(lease as Lease<unknown>);
+    lease.timer = setInterval(
+      () => {
+        if (performance.now() - lease.startedAt >= options.maxLockHoldMs) {
+          this.stopRenewal(lease);
+          this.logger.warn(
+            `${call.target}: still running after maxLockHold (${options.maxLockHoldMs} ms); its lease is no longer renewed, so the key frees within ${options.lockTtlMs} ms and a retry may run it again.`,
+          );
+          return;
+        }
+        const started = performance.now();
+        this.store.renew({ key, ownerToken, leaseMs: options.lockTtlMs }).then(
+          (renewed) => {
+            if (!renewed && !lease.settled) {
+              this.logger.warn(
+                'Lease lost while the handler was running; its response will not be stored.',
+              );
+              this.stopRenewal(lease);
+              this.leaseLost(lease, 'renewal');
+            }
+          },
+          (error: unknown) => {
+            this.storeError(call, 'renew', error, started);
+            this.logger.error(`Lease renewal failed: ${String(error)}`);
+          },
+        );
+      },
+      Math.max(1, Math.floor(options.lockTtlMs / 3)),
+    );
+    lease.timer.unref();
+    return lease;
+  }
+
+  private stopRenewal<T>(lease: Lease<T>): void {
+    clearInterval(lease.timer);
+    lease.timer = undefined;
+    this.leases.delete(lease as Lease<unknown>);
+  }
+
+  private leaseLost<T>(lease: Lease<T>, during: 'renewal' | 'completion' | 'release'): void {
+    if (channels.leaseLost.hasSubscribers) {
+      channels.leaseLost.publish({
+        key: lease.call.key,
+        context: lease.call.context,
+        target: lease.call.target,
+        during,
+        heldMs: performance.now() - lease.startedAt,
+      });
+    }
+  }
+
+  private storeError<T>(
+    call: IdempotentCall<T>,
+    operation: 'claim' | 'complete' | 'release' | 'renew',
+    error: unknown,
+    started: number,
+  ): void {
+    if (channels.storeError.hasSubscribers) {
+      channels.storeError.publish({
+        key: call.key,
+        context: call.context,
+        target: call.target,
+        operation,
+        error,
+        durationMs: performance.now() - started,
+      });
+    }
+  }
+}
+
+function isStream(value: unknown): boolean {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { pipe?: unknown }).pipe === 'function'
+  );
+}

@@ -1,0 +1,120 @@
+import { IdempotencyOptionError, toMs } from './duration';
+import {
+  DEFAULT_IDEMPOTENCY_HEADER,
+  DEFAULT_REPLAY_HEADERS,
+  NEVER_STORED_HEADERS,
+} from '../idempotency.constants';
+import type { IdempotencyScope, IdempotentOptions } from '../idempotency.options';
+
+/** The options of one handler (or one `run()` call) after merging, durations in milliseconds. */
+export interface ResolvedIdempotencyOptions {
+  ttlMs: number;
+  lockTtlMs: number;
+  maxLockHoldMs: number;
+  retryAfterMs: number;
+  waitTimeoutMs: number;
+  concurrent: 'reject' | 'wait';
+  storeIf: (status: number, error?: unknown) => boolean;
+  maxResponseBytes: number;
+  unreplayable: 'reject' | 'release';
+  onStoreError: 'closed' | 'open';
+  mismatchStatus: number;
+  scope: IdempotencyScope;
+  required: boolean;
+  key: NonNullable<IdempotentOptions['key']>;
+  fingerprint: NonNullable<IdempotentOptions['fingerprint']> | undefined;
+  replayHeaders: ReadonlySet<string>;
+  headerName: string;
+  /** `undefined`: the context's own (over HTTP, `request.user.id ?? request.user.sub`). */
+  principal: IdempotentOptions['principal'];
+}
+
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+const defaultStoreIf = (status: number): boolean => status < 500;
+
+/**
+ * Validates and resolves merged options. Throws {@link IdempotencyOptionError}, naming the option,
+ * for the first invalid one; callers add where the options came from.
+ */
+export function resolveOptions(options: IdempotentOptions): ResolvedIdempotencyOptions {
+  const maxResponseBytes = options.maxResponseBytes ?? 1024 * 1024;
+  if (!Number.isInteger(maxResponseBytes) || maxResponseBytes < 0) {
+    throw new IdempotencyOptionError(
+      'maxResponseBytes',
+      `must be a non-negative integer; got ${String(maxResponseBytes)}.`,
+    );
+  }
+  const headerName = options.headerName ?? DEFAULT_IDEMPOTENCY_HEADER;
+  if (typeof headerName !== 'string' || !HEADER_NAME.test(headerName)) {
+    throw new IdempotencyOptionError(
+      'headerName',
+      `must be a valid HTTP header name; got ${JSON.stringify(headerName)}.`,
+    );
+  }
+  const mismatchStatus = options.mismatchStatus ?? 422;
+  if (!Number.isInteger(mismatchStatus) || mismatchStatus < 400 || mismatchStatus > 499) {
+    throw new IdempotencyOptionError(
+      'mismatchStatus',
+      `must be a 4xx status code such as 422 or 409; got ${JSON.stringify(mismatchStatus)}.`,
+    );
+  }
+  return {
+    ttlMs: toMs(options.ttl ?? '24h', 'ttl'),
+    lockTtlMs: toMs(options.lockTtl ?? '30s', 'lockTtl'),
+    maxLockHoldMs: toMs(options.maxLockHold ?? '1h', 'maxLockHold'),
+    retryAfterMs: toMs(options.retryAfter ?? '1s', 'retryAfter'),
+    waitTimeoutMs: toMs(options.waitTimeout ?? '10s', 'waitTimeout'),
+    concurrent: oneOf(options.concurrent, 'concurrent', ['reject', 'wait']),
+    storeIf: fn(options.storeIf, 'storeIf') ?? defaultStoreIf,
+    maxResponseBytes,
+    unreplayable: oneOf(options.unreplayable, 'unreplayable', ['reject', 'release']),
+    onStoreError: oneOf(options.onStoreError, 'onStoreError', ['closed', 'open']),
+    mismatchStatus,
+    scope:
+      typeof options.scope === 'function'
+        ? options.scope
+        : oneOf<'endpoint' | 'user' | 'global'>(options.scope as 'endpoint' | undefined, 'scope', [
+            'endpoint',
+            'user',
+            'global',
+          ]),
+    required: options.required ?? true,
+    key:
+      typeof options.key === 'function'
+        ? options.key
+        : oneOf<'header' | 'fingerprint'>(options.key as 'header' | undefined, 'key', [
+            'header',
+            'fingerprint',
+          ]),
+    fingerprint: options.fingerprint === false ? false : fn(options.fingerprint, 'fingerprint'),
+    replayHeaders: new Set(
+      [...DEFAULT_REPLAY_HEADERS, ...(options.replayHeaders ?? [])]
+        .map((name) => name.toLowerCase())
+        .filter((name) => !NEVER_STORED_HEADERS.has(name)),
+    ),
+    headerName,
+    principal: fn(options.principal, 'principal'),
+  };
+}
+
+/** The value when it is one of `allowed`; the first of them when unset. */
+function oneOf<T extends string>(value: T | undefined, option: string, allowed: readonly T[]): T {
+  if (value === undefined) {
+    return allowed[0];
+  }
+  if (!allowed.includes(value)) {
+    throw new IdempotencyOptionError(
+      option,
+      `must be ${allowed.map((a) => `'${a}'`).join(' or ')}; got ${JSON.stringify(value)}.`,
+    );
+  }
+  return value;
+}
+
+function fn<T>(value: T | undefined, option: string): T | undefined {
+  if (value !== undefined && typeof value !== 'function') {
+    throw new IdempotencyOptionError(option, `must be a function; got ${typeof value}.`);
+  }
+  return value;
+}
