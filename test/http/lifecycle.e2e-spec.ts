@@ -12,10 +12,12 @@ import {
 } from '@nestjs/common';
 import { Logger } from '@nestjs/common';
 import { jest } from '@jest/globals';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import {
   type ClaimOptions,
   type ClaimResult,
   type CompleteOptions,
+  IdempotencyChannel,
   IdempotencyEngine,
   IdempotencyInterceptor,
   IdempotencyModule,
@@ -250,6 +252,59 @@ describe.each(PLATFORMS)('Idempotency lifecycle (%s)', (platform: Platform) => {
       const replay = await work(t).set('Idempotency-Key', 'crash').send({ ms: 0 }).expect(201);
       expect(replay.body).toEqual(retry.body);
       expect(runs).toBe(2);
+    });
+  });
+
+  describe('events', () => {
+    it('publishes executed, replayed, rejected and lease-lost on diagnostics channels, with the hashed key and the route', async () => {
+      const events: [string, Record<string, unknown>][] = [];
+      const listeners = Object.values(IdempotencyChannel).map((name) => {
+        const listener = (message: unknown) =>
+          events.push([name, message as Record<string, unknown>]);
+        subscribe(name, listener);
+        return [name, listener] as const;
+      });
+      try {
+        await work(t).set('Idempotency-Key', 'ev').send({ value: 'a' }).expect(201);
+        await work(t).set('Idempotency-Key', 'ev').send({ value: 'a' }).expect(201);
+        await work(t).set('Idempotency-Key', 'ev').send({ value: 'b' }).expect(422);
+        await work(t).send({ value: 'a' }).expect(400);
+        // A holder that stops renewing (as a dead process would) and finishes after a takeover.
+        store.renewals = false;
+        const late = work(t)
+          .set('Idempotency-Key', 'ev-late')
+          .send({ ms: 200 })
+          .then((r) => r);
+        await delay(50);
+        store.time += 301;
+        await work(t).set('Idempotency-Key', 'ev-late').send({}).expect(201);
+        expect((await late).status).toBe(201);
+      } finally {
+        for (const [name, listener] of listeners) {
+          unsubscribe(name, listener);
+        }
+      }
+      const route = { context: 'http', target: 'POST /work' };
+      const names = events.map(([name]) => name.replace('nestjs-idempotency:', ''));
+      expect(names).toEqual([
+        'executed',
+        'replayed',
+        'rejected',
+        'rejected',
+        'executed',
+        'lease-lost',
+        'executed',
+      ]);
+      const [executed, replayed, reused, missing, , lost, lateExecuted] = events.map(([, e]) => e);
+      expect(executed).toMatchObject({ ...route, record: 'stored', status: 201, failed: false });
+      expect(executed.key).toMatch(/^[0-9a-f]{64}$/);
+      expect(executed.workMs).toEqual(expect.any(Number));
+      expect(replayed).toMatchObject({ ...route, key: executed.key, status: 201 });
+      expect(reused).toMatchObject({ ...route, key: executed.key, code: 'IDEMPOTENCY_KEY_REUSED' });
+      expect(missing).toMatchObject({ ...route, key: null, code: 'IDEMPOTENCY_KEY_MISSING' });
+      expect(lost).toMatchObject({ ...route, during: 'completion' });
+      expect(lateExecuted).toMatchObject({ ...route, key: lost.key, record: 'lease-lost' });
+      expect(JSON.stringify(events)).not.toContain('"ev"');
     });
   });
 
