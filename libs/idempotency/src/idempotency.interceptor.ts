@@ -5,7 +5,7 @@ import {
   type NestInterceptor,
   type Type,
 } from '@nestjs/common';
-import { EMPTY, from, lastValueFrom, mergeMap, type Observable, of, throwError } from 'rxjs';
+import { EMPTY, lastValueFrom, type Observable, of, throwError } from 'rxjs';
 import type { IdempotencyContextAdapter } from './contexts/context-adapter';
 import { HttpContextAdapter } from './contexts/http/http-context.adapter';
 import { type IdempotentHandler, IdempotentHandlers } from './contexts/idempotent-handlers';
@@ -34,7 +34,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
     this.adapters = { http };
   }
 
-  intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
+  async intercept(context: ExecutionContext, next: CallHandler): Promise<Observable<unknown>> {
     const adapter = this.adapters[context.getType()];
     const handler = adapter && this.handlers.get(context.getClass() as Type, context.getHandler());
     const call = handler ? adapter.describe(context, handler) : undefined;
@@ -42,24 +42,22 @@ export class IdempotencyInterceptor implements NestInterceptor {
       return next.handle();
     }
     if ('rejection' in call) {
-      return throwError(() => this.refuse(adapter!, context, handler, call.target, call.rejection));
+      throw this.refuse(adapter!, context, handler, call.target, call.rejection);
     }
-    // The work runs to completion and settles the record even if the caller goes away and Nest
-    // unsubscribes: releasing the key while the handler still runs would let a retry run it twice.
-    const outcome = this.engine.process({
-      ...call,
+    // Awaited here, not subscribed to: the work runs to completion and settles the record even if
+    // the caller goes away and Nest unsubscribes, since releasing the key while the handler still
+    // runs would let a retry run it twice.
+    const outcome = await this.engine.process({
+      key: call.key,
+      fingerprint: call.fingerprint,
+      target: call.target,
       options: handler.options,
       context: adapter!.type,
       work: () => lastValueFrom(next.handle(), { defaultValue: NO_RESULT }),
       capture: (value) => (value === NO_RESULT ? null : adapter!.capture(context, handler, value)),
       captureError: (error) => adapter!.captureError(error),
     });
-    // Its error reaches the caller through the observable; this only keeps it from being reported
-    // as unhandled should Nest unsubscribe first.
-    outcome.catch(() => undefined);
-    return from(outcome).pipe(
-      mergeMap((result) => this.render(adapter!, context, handler, result)),
-    );
+    return this.render(adapter!, context, handler, outcome);
   }
 
   private render(

@@ -85,6 +85,14 @@ interface Lease<T> {
 
 type Settled = IdempotencyExecutedEvent['record'];
 
+/** What the executed event reports of one run. */
+interface RunTiming {
+  claimMs: number;
+  workMs: number;
+  failed: boolean;
+  status: number | undefined;
+}
+
 /**
  * The protocol-neutral state machine behind every entry point: the interceptor's HTTP routes and
  * `IdempotencyService.run()` alike. Given a storage key, a fingerprint, resolved options and the
@@ -132,6 +140,8 @@ export class IdempotencyEngine implements OnApplicationShutdown {
         result = await this.waitForCompletion(call, ownerToken, result);
       }
     } catch (error) {
+      // Only a claim (the first, or one while waiting) throws here.
+      this.storeError(call, 'claim', error, started);
       return this.onStoreFailure(call, error, started);
     }
     if (result.outcome !== 'acquired' && !this.sameFingerprint(call, result)) {
@@ -241,15 +251,16 @@ export class IdempotencyEngine implements OnApplicationShutdown {
     workMs: number,
   ): Promise<void> {
     const { call } = lease;
-    const timing = { claimMs, workMs, failed: false };
+    const timing: RunTiming = { claimMs, workMs, failed: false, status: undefined };
     let capture: Capture;
     try {
       capture = call.capture(value);
     } catch (error) {
       capture = { status: 200, unreplayable: `it could not be captured (${String(error)})` };
     }
+    timing.status = capture?.status;
     if (capture === null || !call.options.storeIf(capture.status)) {
-      return this.settle(lease, undefined, { ...timing, status: capture?.status });
+      return this.settle(lease, undefined, timing);
     }
     if ('unreplayable' in capture || isStream(capture.body)) {
       const reason = 'unreplayable' in capture ? capture.unreplayable : 'it is a stream';
@@ -277,7 +288,7 @@ export class IdempotencyEngine implements OnApplicationShutdown {
     return this.settle(
       lease,
       { status: capture.status, headers: capture.headers ?? {}, body },
-      { ...timing, status: capture.status },
+      timing,
     );
   }
 
@@ -287,27 +298,24 @@ export class IdempotencyEngine implements OnApplicationShutdown {
     claimMs: number,
     workMs: number,
   ): Promise<void> {
-    const timing = { claimMs, workMs, failed: true };
+    const timing: RunTiming = { claimMs, workMs, failed: true, status: undefined };
     let captured: CapturedError | undefined;
     try {
       captured = lease.call.captureError(error);
     } catch {
       captured = undefined;
     }
+    timing.status = captured?.status;
     if (!captured || !lease.call.options.storeIf(captured.status, error)) {
-      return this.settle(lease, undefined, { ...timing, status: captured?.status });
+      return this.settle(lease, undefined, timing);
     }
     let body: string;
     try {
       body = encodeBody(captured.body);
     } catch {
-      return this.settle(lease, undefined, { ...timing, status: captured.status });
+      return this.settle(lease, undefined, timing);
     }
-    return this.settle(
-      lease,
-      { status: captured.status, headers: {}, body, error: true },
-      { ...timing, status: captured.status },
-    );
+    return this.settle(lease, { status: captured.status, headers: {}, body, error: true }, timing);
   }
 
   /**
@@ -319,7 +327,7 @@ export class IdempotencyEngine implements OnApplicationShutdown {
     lease: Lease<T>,
     status: number,
     reason: string,
-    timing: { claimMs: number; workMs: number; failed: boolean },
+    timing: RunTiming,
   ): Promise<void> {
     const { call } = lease;
     const release = call.options.unreplayable === 'release';
@@ -335,7 +343,7 @@ export class IdempotencyEngine implements OnApplicationShutdown {
     return this.settle(
       lease,
       release ? undefined : { status, headers: {}, body: UNREPLAYABLE_BODY + reason },
-      { ...timing, status },
+      timing,
       release ? 'released' : 'unreplayable',
     );
   }
@@ -348,7 +356,7 @@ export class IdempotencyEngine implements OnApplicationShutdown {
   private async settle<T>(
     lease: Lease<T>,
     response: StoredResponse | undefined,
-    timing: { claimMs: number; workMs: number; failed: boolean; status?: number },
+    timing: RunTiming,
     done: Settled = response ? 'stored' : 'released',
   ): Promise<void> {
     lease.settled = true;
@@ -436,19 +444,13 @@ export class IdempotencyEngine implements OnApplicationShutdown {
     return { type: 'executed', value };
   }
 
-  private async claim<T>(call: IdempotentCall<T>, ownerToken: string): Promise<ClaimResult> {
-    const started = performance.now();
-    try {
-      return await this.store.claim({
-        key: call.key,
-        fingerprint: call.fingerprint,
-        ownerToken,
-        leaseMs: call.options.lockTtlMs,
-      });
-    } catch (error) {
-      this.storeError(call, 'claim', error, started);
-      throw error;
-    }
+  private claim<T>(call: IdempotentCall<T>, ownerToken: string): Promise<ClaimResult> {
+    return this.store.claim({
+      key: call.key,
+      fingerprint: call.fingerprint,
+      ownerToken,
+      leaseMs: call.options.lockTtlMs,
+    });
   }
 
   private sameFingerprint<T>(call: IdempotentCall<T>, result: ClaimResult): boolean {
