@@ -749,6 +749,7 @@ describe.each(PLATFORMS)('IdempotencyModule configuration (%s)', (platform: Plat
     [{ retryAfter: 0 }, 'retryAfter'],
     [{ maxLockHold: 'forever' }, 'maxLockHold'],
     [{ unreplayable: 'drop' }, 'unreplayable'],
+    [{ transaction: { isolationLevel: 'SNAPSHOT' } }, 'transaction.isolationLevel'],
   ])('fails at bootstrap on an invalid option (%o)', async (options, name) => {
     await expect(
       createApp(platform, {

@@ -69,6 +69,7 @@ for (const [name, describeDb, options] of DATABASES) {
       create,
       // A DataSource of its own per racer: separate connections, so the database decides.
       createPeer: create,
+      transactions: true,
       destroy: async (store) => {
         await stores.get(store as TypeOrmIdempotencyStore)?.destroy();
       },

@@ -25,6 +25,20 @@ export type IdempotencyScope =
 /** Computes a request fingerprint; two requests with one key must have equal fingerprints. */
 export type IdempotencyFingerprintFn = (context: ExecutionContext) => string;
 
+/** SQL isolation levels of a transactional run. */
+export type IdempotencyIsolationLevel =
+  'READ UNCOMMITTED' | 'READ COMMITTED' | 'REPEATABLE READ' | 'SERIALIZABLE';
+
+/** Options of transactional mode (`transaction`). */
+export interface IdempotencyTransactionOptions {
+  /**
+   * Isolation level of the transaction the handler runs in. SQLite has one level (SERIALIZABLE) and
+   * ignores this.
+   * @default 'READ COMMITTED'
+   */
+  isolationLevel?: IdempotencyIsolationLevel;
+}
+
 /** Options of `@Idempotent()`, also accepted module-wide by `IdempotencyModule.forRoot()`. */
 export interface IdempotentOptions {
   /**
@@ -130,6 +144,18 @@ export interface IdempotentOptions {
    */
   onStoreError?: 'closed' | 'open';
   /**
+   * Transactional mode, for a store that supports it (`TypeOrmIdempotencyStore`): the handler's
+   * database work and the record's completion commit in one transaction. Just before COMMIT the
+   * completion runs fenced (owner token, lease still live by the database clock); when it matches
+   * nothing the lease was lost, the transaction rolls back, and this request gets the winner's
+   * answer (a replay, or 409 while it runs) instead of a second effect. The handler reaches the
+   * transaction through `transactionalEntityManager()` (or `TransactionHost` of
+   * `@nestjs-cls/transactional`). `true` uses READ COMMITTED.
+   * @default false
+   * @example transaction: { isolationLevel: 'SERIALIZABLE' }
+   */
+  transaction?: boolean | IdempotencyTransactionOptions;
+  /**
    * Request header carrying the key (case-insensitive).
    * @default 'Idempotency-Key'
    */
@@ -224,6 +250,7 @@ export interface IdempotencyRunOptions extends Pick<
   | 'maxResponseBytes'
   | 'unreplayable'
   | 'onStoreError'
+  | 'transaction'
 > {
   /**
    * What the key is unique within, for example `['stripe-webhook']` or `['emails', tenantId]`.

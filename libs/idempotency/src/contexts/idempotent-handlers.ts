@@ -1,6 +1,8 @@
 import { Inject, Injectable, type OnModuleInit, type Type } from '@nestjs/common';
 import { DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
 import { IdempotencyOptionError } from '../engine/duration';
+import { transactionUnsupported } from '../engine/idempotency.engine';
+import { IdempotencyStore } from '../stores/idempotency-store';
 import { resolveOptions, type ResolvedIdempotencyOptions } from '../engine/resolved-options';
 import { IDEMPOTENCY_MODULE_OPTIONS } from '../idempotency.constants';
 import type { IdempotencyModuleOptions, IdempotentOptions } from '../idempotency.options';
@@ -65,6 +67,7 @@ export class IdempotentHandlers implements OnModuleInit {
     private readonly reflector: Reflector,
     private readonly discovery: DiscoveryService,
     private readonly scanner: MetadataScanner,
+    private readonly store: IdempotencyStore,
   ) {
     const { store: _store, encryption: _encryption, ...defaults } = options;
     this.defaults = defaults;
@@ -117,6 +120,9 @@ export class IdempotentHandlers implements OnModuleInit {
         throw new Error(`nestjs-idempotency: ${where}: option "${error.option}" ${error.problem}`);
       }
       throw error;
+    }
+    if (options.transaction && !this.store.transaction) {
+      throw new Error(transactionUnsupported(this.store, `@Idempotent() on ${name}`));
     }
     return {
       options,

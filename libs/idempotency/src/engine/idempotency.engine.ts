@@ -19,6 +19,7 @@ import type { IdempotencyModuleOptions } from '../idempotency.options';
 import {
   type ClaimResult,
   IdempotencyStore,
+  type IdempotencyStoreTransaction,
   type StoredResponse,
 } from '../stores/idempotency-store';
 
@@ -70,6 +71,17 @@ export type IdempotencyOutcome<T> =
   | { type: 'executed'; value: T }
   | { type: 'replayed'; result: ReplayedResult }
   | { type: 'rejected'; rejection: IdempotencyRejection };
+
+/** Runs of one transactional call rolled back for a lost lease before it answers 409. */
+const MAX_TRANSACTION_ATTEMPTS = 3;
+
+/** The work of a transactional run threw (the transaction rolled back): carries its error out. */
+class WorkFailed {
+  constructor(readonly error: unknown) {}
+}
+
+/** The fenced completion inside the transaction matched nothing: roll back. */
+class LeaseLost {}
 
 /** The stored body of a result that ran but could not be stored; JSON never starts with `u`. */
 const UNREPLAYABLE_BODY = 'unreplayable:';
@@ -126,7 +138,15 @@ export class IdempotencyEngine implements OnApplicationShutdown {
    * Runs `call` idempotently. Resolves with how it ended; rejects with the work's own error when
    * the work threw (after storing or releasing the record as `storeIf` says).
    */
-  async process<T>(call: IdempotentCall<T>): Promise<IdempotencyOutcome<T>> {
+  process<T>(call: IdempotentCall<T>): Promise<IdempotencyOutcome<T>> {
+    return this.run(call, 1);
+  }
+
+  /** `attempt` counts the runs of a transactional call rolled back for a lost lease. */
+  private async run<T>(call: IdempotentCall<T>, attempt: number): Promise<IdempotencyOutcome<T>> {
+    if (call.options.transaction && !this.store.transaction) {
+      throw new Error(transactionUnsupported(this.store, call.target));
+    }
     const started = performance.now();
     const ownerToken = randomUUID();
     let result: ClaimResult;
@@ -149,7 +169,9 @@ export class IdempotencyEngine implements OnApplicationShutdown {
     }
     switch (result.outcome) {
       case 'acquired':
-        return this.execute(call, ownerToken, performance.now() - started);
+        return call.options.transaction
+          ? this.executeInTransaction(call, ownerToken, performance.now() - started, attempt)
+          : this.execute(call, ownerToken, performance.now() - started);
       case 'in_flight':
         return this.reject(
           call,
@@ -244,14 +266,129 @@ export class IdempotencyEngine implements OnApplicationShutdown {
     return { type: 'executed', value };
   }
 
+  /**
+   * Transactional mode: the work and the record's completion commit in one transaction of the
+   * store. The completion is the transaction's last statement, fenced by the owner token and a
+   * live lease; when it matches nothing the lease was lost (a paused holder, another instance took
+   * over), the transaction rolls back, and the call is decided again: the winner's stored result,
+   * or a 409 while it runs. A work that throws rolls back; its error is then stored (fenced) or the
+   * key released, as `storeIf` says.
+   */
+  private async executeInTransaction<T>(
+    call: IdempotentCall<T>,
+    ownerToken: string,
+    claimMs: number,
+    attempt: number,
+  ): Promise<IdempotencyOutcome<T>> {
+    const lease = this.startRenewal(call, ownerToken);
+    const timing: RunTiming = { claimMs, workMs: 0, failed: false, status: undefined };
+    const workStarted = performance.now();
+    let result: { response?: StoredResponse; record: Settled } = { record: 'released' };
+    let value: T;
+    try {
+      value = await this.transactional(call, async (transaction) => {
+        let ran: T;
+        try {
+          ran = await call.work();
+        } catch (error) {
+          throw new WorkFailed(error);
+        }
+        timing.workMs = performance.now() - workStarted;
+        result = this.resultOf(lease, ran, timing);
+        if (result.response) {
+          lease.settled = true;
+          this.stopRenewal(lease);
+          const { key } = call;
+          const written = await transaction.complete({
+            key,
+            ownerToken,
+            response: this.cipher ? this.cipher.encrypt(result.response, key) : result.response,
+            ttlMs: call.options.ttlMs,
+          });
+          if (!written) {
+            throw new LeaseLost();
+          }
+        }
+        return ran;
+      });
+    } catch (error) {
+      if (error instanceof WorkFailed) {
+        timing.workMs = performance.now() - workStarted;
+        await this.settleError(lease, error.error, claimMs, timing.workMs);
+        throw error.error;
+      }
+      lease.settled = true;
+      this.stopRenewal(lease);
+      if (error instanceof LeaseLost) {
+        this.logger.warn(
+          `${call.target}: lease lost before COMMIT; the transaction was rolled back, so this run left no effect, and the call is answered as a retry would be.`,
+        );
+        this.leaseLost(lease, 'completion');
+        this.executed(call, 'lease-lost', timing, 0);
+        if (attempt >= MAX_TRANSACTION_ATTEMPTS) {
+          return this.reject(
+            call,
+            {
+              code: IdempotencyErrorCode.RequestInProgress,
+              retryAfterMs: call.options.retryAfterMs,
+            },
+            performance.now(),
+          );
+        }
+        return this.run(call, attempt + 1);
+      }
+      // The transaction itself failed (BEGIN, a statement of the store, or COMMIT). Nothing of it
+      // committed, or, if COMMIT failed after the database applied it, the record is completed and
+      // the fenced release below changes nothing: either way no key stays stuck and no effect doubles.
+      this.logger.error(
+        `${call.target}: the transaction failed; nothing of this run was kept unless COMMIT had gone through.`,
+        error instanceof Error ? error.stack : String(error),
+      );
+      await this.settle(lease, undefined, timing);
+      throw error;
+    }
+    if (result.response) {
+      this.executed(call, result.record, timing, 0);
+    } else {
+      // Nothing to store (storeIf said no, or unreplayable: 'release'): the work's own writes
+      // committed; the key is released, as outside transactional mode.
+      await this.settle(lease, undefined, timing, result.record);
+    }
+    return { type: 'executed', value };
+  }
+
+  private transactional<T>(
+    call: IdempotentCall<T>,
+    work: (transaction: IdempotencyStoreTransaction) => Promise<T>,
+  ): Promise<T> {
+    return this.store.transaction!(
+      { isolationLevel: call.options.transaction!.isolationLevel },
+      work,
+    );
+  }
+
   private async settleValue<T>(
     lease: Lease<T>,
     value: T,
     claimMs: number,
     workMs: number,
   ): Promise<void> {
-    const { call } = lease;
     const timing: RunTiming = { claimMs, workMs, failed: false, status: undefined };
+    const { response, record } = this.resultOf(lease, value, timing);
+    return this.settle(lease, response, timing, record);
+  }
+
+  /**
+   * What a successful run leaves in the record: its result to replay, the marker of a result that
+   * cannot be replayed, or nothing (the key is released: `storeIf` said no, or `unreplayable` is
+   * `'release'`).
+   */
+  private resultOf<T>(
+    lease: Lease<T>,
+    value: T,
+    timing: RunTiming,
+  ): { response?: StoredResponse; record: Settled } {
+    const { call } = lease;
     let capture: Capture;
     try {
       capture = call.capture(value);
@@ -260,36 +397,29 @@ export class IdempotencyEngine implements OnApplicationShutdown {
     }
     timing.status = capture?.status;
     if (capture === null || !call.options.storeIf(capture.status)) {
-      return this.settle(lease, undefined, timing);
+      return { record: 'released' };
     }
     if ('unreplayable' in capture || isStream(capture.body)) {
       const reason = 'unreplayable' in capture ? capture.unreplayable : 'it is a stream';
-      return this.settleUnreplayable(lease, capture.status, reason, timing);
+      return this.unreplayable(lease, capture.status, reason);
     }
     let body: string;
     try {
       body = encodeBody(capture.body);
     } catch (error) {
-      return this.settleUnreplayable(
-        lease,
-        capture.status,
-        `it cannot be serialized (${String(error)})`,
-        timing,
-      );
+      return this.unreplayable(lease, capture.status, `it cannot be serialized (${String(error)})`);
     }
     if (Buffer.byteLength(body) > call.options.maxResponseBytes) {
-      return this.settleUnreplayable(
+      return this.unreplayable(
         lease,
         capture.status,
         `it is larger than maxResponseBytes (${call.options.maxResponseBytes})`,
-        timing,
       );
     }
-    return this.settle(
-      lease,
-      { status: capture.status, headers: capture.headers ?? {}, body },
-      timing,
-    );
+    return {
+      response: { status: capture.status, headers: capture.headers ?? {}, body },
+      record: 'stored',
+    };
   }
 
   private async settleError<T>(
@@ -323,12 +453,11 @@ export class IdempotencyEngine implements OnApplicationShutdown {
    * replayable (a retry is refused and nothing runs twice); with `unreplayable: 'release'` the key
    * is freed for a handler that is safe to run again.
    */
-  private async settleUnreplayable<T>(
+  private unreplayable<T>(
     lease: Lease<T>,
     status: number,
     reason: string,
-    timing: RunTiming,
-  ): Promise<void> {
+  ): { response?: StoredResponse; record: Settled } {
     const { call } = lease;
     const release = call.options.unreplayable === 'release';
     const warning = `${call.target}: result not stored, ${reason}; ${
@@ -340,12 +469,12 @@ export class IdempotencyEngine implements OnApplicationShutdown {
       this.warnedUnreplayable.add(warning);
       this.logger.warn(warning);
     }
-    return this.settle(
-      lease,
-      release ? undefined : { status, headers: {}, body: UNREPLAYABLE_BODY + reason },
-      timing,
-      release ? 'released' : 'unreplayable',
-    );
+    return release
+      ? { record: 'released' }
+      : {
+          response: { status, headers: {}, body: UNREPLAYABLE_BODY + reason },
+          record: 'unreplayable',
+        };
   }
 
   /**
@@ -390,9 +519,18 @@ export class IdempotencyEngine implements OnApplicationShutdown {
         error instanceof Error ? error.stack : String(error),
       );
     }
+    this.executed(call, record, timing, performance.now() - started);
+  }
+
+  private executed<T>(
+    call: IdempotentCall<T>,
+    record: Settled,
+    timing: RunTiming,
+    settleMs: number,
+  ): void {
     if (channels.executed.hasSubscribers) {
       channels.executed.publish({
-        key,
+        key: call.key,
         context: call.context,
         target: call.target,
         record,
@@ -400,7 +538,7 @@ export class IdempotencyEngine implements OnApplicationShutdown {
         failed: timing.failed,
         claimMs: timing.claimMs,
         workMs: timing.workMs,
-        settleMs: performance.now() - started,
+        settleMs,
       });
     }
   }
@@ -429,18 +567,8 @@ export class IdempotencyEngine implements OnApplicationShutdown {
     );
     const claimMs = performance.now() - started;
     const value = await call.work();
-    if (channels.executed.hasSubscribers) {
-      channels.executed.publish({
-        key: call.key,
-        context: call.context,
-        target: call.target,
-        record: 'unprotected',
-        failed: false,
-        claimMs,
-        workMs: performance.now() - started - claimMs,
-        settleMs: 0,
-      });
-    }
+    const workMs = performance.now() - started - claimMs;
+    this.executed(call, 'unprotected', { claimMs, workMs, failed: false, status: undefined }, 0);
     return { type: 'executed', value };
   }
 
@@ -582,4 +710,9 @@ function isStream(value: unknown): boolean {
     value !== null &&
     typeof (value as { pipe?: unknown }).pipe === 'function'
   );
+}
+
+/** Why transactional mode cannot run on `store`, and what to do. */
+export function transactionUnsupported(store: IdempotencyStore, where: string): string {
+  return `nestjs-idempotency: ${where} uses transactional mode (option "transaction"), but ${store.constructor.name} has no transactions; use TypeOrmIdempotencyStore, or turn the option off.`;
 }

@@ -4,7 +4,11 @@ import {
   DEFAULT_REPLAY_HEADERS,
   NEVER_STORED_HEADERS,
 } from '../idempotency.constants';
-import type { IdempotencyScope, IdempotentOptions } from '../idempotency.options';
+import type {
+  IdempotencyScope,
+  IdempotencyTransactionOptions,
+  IdempotentOptions,
+} from '../idempotency.options';
 
 /** The options of one handler (or one `run()` call) after merging, durations in milliseconds. */
 export interface ResolvedIdempotencyOptions {
@@ -18,6 +22,8 @@ export interface ResolvedIdempotencyOptions {
   maxResponseBytes: number;
   unreplayable: 'reject' | 'release';
   onStoreError: 'closed' | 'open';
+  /** Transactional mode, or `undefined` when off. */
+  transaction: Required<IdempotencyTransactionOptions> | undefined;
   mismatchStatus: number;
   scope: IdempotencyScope;
   required: boolean;
@@ -70,6 +76,7 @@ export function resolveOptions(options: IdempotentOptions): ResolvedIdempotencyO
     maxResponseBytes,
     unreplayable: oneOf(options.unreplayable, 'unreplayable', ['reject', 'release']),
     onStoreError: oneOf(options.onStoreError, 'onStoreError', ['closed', 'open']),
+    transaction: transaction(options.transaction),
     mismatchStatus,
     scope:
       typeof options.scope === 'function'
@@ -95,6 +102,33 @@ export function resolveOptions(options: IdempotentOptions): ResolvedIdempotencyO
     ),
     headerName,
     principal: fn(options.principal, 'principal'),
+  };
+}
+
+const ISOLATION_LEVELS = [
+  'READ COMMITTED',
+  'READ UNCOMMITTED',
+  'REPEATABLE READ',
+  'SERIALIZABLE',
+] as const;
+
+function transaction(
+  value: IdempotentOptions['transaction'],
+): Required<IdempotencyTransactionOptions> | undefined {
+  if (value === undefined || value === false) {
+    return undefined;
+  }
+  if (value === true) {
+    return { isolationLevel: 'READ COMMITTED' };
+  }
+  if (typeof value !== 'object' || value === null) {
+    throw new IdempotencyOptionError(
+      'transaction',
+      `must be true, false or { isolationLevel }; got ${JSON.stringify(value)}.`,
+    );
+  }
+  return {
+    isolationLevel: oneOf(value.isolationLevel, 'transaction.isolationLevel', ISOLATION_LEVELS),
   };
 }
 

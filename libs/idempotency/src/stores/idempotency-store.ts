@@ -1,3 +1,5 @@
+import type { IdempotencyIsolationLevel } from '../idempotency.options';
+
 /**
  * A response as the store keeps it: enough to replay what the first client saw.
  */
@@ -76,6 +78,20 @@ export interface RenewOptions {
   leaseMs: number;
 }
 
+/** Options of {@link IdempotencyStore.transaction}. */
+export interface StoreTransactionOptions {
+  isolationLevel: IdempotencyIsolationLevel;
+}
+
+/** What transactional work can do inside its transaction. */
+export interface IdempotencyStoreTransaction {
+  /**
+   * Completes the record inside the transaction, fenced as {@link IdempotencyStore.complete} is:
+   * `false` (and nothing written) when the lease was lost, and the caller then rolls back.
+   */
+  complete(options: CompleteOptions): Promise<boolean>;
+}
+
 /**
  * The storage behind the interceptor. It is an abstract class so that it is its own injection
  * token: inject `IdempotencyStore` to reach the configured store.
@@ -125,4 +141,17 @@ export abstract class IdempotencyStore {
    * by itself (Redis) may answer 0.
    */
   purgeExpired?(): Promise<number>;
+
+  /**
+   * Transactional mode (optional; `TypeOrmIdempotencyStore` has it). Runs `work` in one database
+   * transaction, in which the handler's own database work runs too, and commits when `work`
+   * resolves or rolls back when it throws. `work` completes the record through the transaction it
+   * is given, as its last statement, so the record and the work commit together or not at all.
+   * The claim, renewals and other records are not part of it: they commit on their own, and the
+   * record's row is not locked before that last statement.
+   */
+  transaction?<T>(
+    options: StoreTransactionOptions,
+    work: (transaction: IdempotencyStoreTransaction) => Promise<T>,
+  ): Promise<T>;
 }

@@ -1,5 +1,9 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import type { IdempotencyStore, StoredResponse } from '../stores/idempotency-store';
+import type {
+  IdempotencyStore,
+  IdempotencyStoreTransaction,
+  StoredResponse,
+} from '../stores/idempotency-store';
 
 /** How {@link describeIdempotencyStoreContract} reaches the store under test. */
 export interface IdempotencyStoreContractOptions<S extends IdempotencyStore = IdempotencyStore> {
@@ -20,6 +24,11 @@ export interface IdempotencyStoreContractOptions<S extends IdempotencyStore = Id
    * @default a real sleep
    */
   advance?: (ms: number) => Promise<void>;
+  /**
+   * Whether the store implements transactional mode (`transaction()`), whose tests then run.
+   * @default false
+   */
+  transactions?: boolean;
   /**
    * Number of concurrent claimers in the race tests.
    * @default 32
@@ -329,6 +338,81 @@ export function describeIdempotencyStoreContract<S extends IdempotencyStore>(
         await expect(claim(key, 'owner-2')).resolves.toMatchObject({ outcome: 'in_flight' });
       });
     });
+
+    // Transactional mode is optional; a store that has it must keep these.
+    if (options.transactions) {
+      describeTransactions();
+    }
+
+    function describeTransactions() {
+      describe('transactions', () => {
+        const transaction = <T>(
+          work: (tx: IdempotencyStoreTransaction) => Promise<T>,
+        ): Promise<T> => {
+          if (!store.transaction) {
+            throw new Error('transactions: true, but the store has no transaction() method');
+          }
+          return store.transaction({ isolationLevel: 'READ COMMITTED' }, work);
+        };
+
+        it('completes the record when the transaction commits', async () => {
+          const key = newKey();
+          await claim(key, 'owner-1');
+          const value = await transaction(async (tx) => {
+            await expect(
+              tx.complete({
+                key,
+                ownerToken: 'owner-1',
+                response: sampleResponse(),
+                ttlMs: longMs,
+              }),
+            ).resolves.toBe(true);
+            return 'committed';
+          });
+          expect(value).toBe('committed');
+          const result = await claim(key, 'owner-2');
+          expect(result.outcome).toBe('completed');
+        });
+
+        it('keeps the record in flight, still owned, when the transaction rolls back', async () => {
+          const key = newKey();
+          await claim(key, 'owner-1');
+          await expect(
+            transaction(async (tx) => {
+              await tx.complete({
+                key,
+                ownerToken: 'owner-1',
+                response: sampleResponse(),
+                ttlMs: longMs,
+              });
+              throw new Error('work failed after completing');
+            }),
+          ).rejects.toThrow('work failed after completing');
+          const result = await claim(key, 'owner-2');
+          expect(result.outcome).toBe('in_flight');
+          await expect(store.release({ key, ownerToken: 'owner-1' })).resolves.toBe(true);
+        });
+
+        it('fences the completion inside the transaction: false once another owner took over', async () => {
+          const key = newKey();
+          await claim(key, 'owner-1', 'fp', leaseMs);
+          await advance(leaseMs + 50);
+          await expect(claim(key, 'owner-2')).resolves.toEqual({ outcome: 'acquired' });
+          await transaction(async (tx) => {
+            await expect(
+              tx.complete({
+                key,
+                ownerToken: 'owner-1',
+                response: sampleResponse(),
+                ttlMs: longMs,
+              }),
+            ).resolves.toBe(false);
+          });
+          const result = await claim(key, 'owner-3');
+          expect(result.outcome).toBe('in_flight');
+        });
+      });
+    }
 
     describe('retention', () => {
       it('forgets a completed record after its ttl', async () => {

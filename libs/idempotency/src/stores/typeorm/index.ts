@@ -5,3 +5,4 @@ export {
   TypeOrmIdempotencyStore,
   type TypeOrmIdempotencyStoreOptions,
 } from './typeorm-idempotency.store';
+export { transactionalEntityManager } from './idempotency-transaction';

@@ -20,6 +20,10 @@ export interface IdempotencyDialect {
   purge(table: string): string;
   createTable(table: string): string[];
   dropTable(table: string): string[];
+  /** Whether a transaction takes an isolation level (SQLite has only SERIALIZABLE). */
+  readonly isolation: boolean;
+  /** Whether TypeORM runs every query on one connection (SQLite). */
+  readonly singleConnection: boolean;
   /** Converts a boolean to what the driver stores. */
   bool(value: boolean): boolean | number;
 }
@@ -58,6 +62,8 @@ const postgres: IdempotencyDialect = {
   now: '(extract(epoch from clock_timestamp()) * 1000)::bigint',
   claimReturnsRecord: true,
   claimReturnsAcquired: true,
+  isolation: true,
+  singleConnection: false,
   // The insert takes a new key; on a conflict it does nothing, so a replay locks no row and writes
   // nothing (no transaction id, no WAL flush), and the second branch reads the record in the same
   // round trip with its remaining time. An expired record is taken over by `takeover`, fenced on
@@ -112,6 +118,8 @@ const mysql: IdempotencyDialect = {
   now: MYSQL_NOW,
   claimReturnsRecord: false,
   claimReturnsAcquired: false,
+  isolation: true,
+  singleConnection: false,
   claim: (t) => `
     INSERT INTO ${t} (storage_key, ${TAKEOVER_COLUMNS})
     VALUES (?, ?, 'in_flight', ?, ${MYSQL_NOW} + ?, ${MYSQL_NOW} + ?, ${MYSQL_NOW}, NULL, NULL, NULL, NULL)
@@ -152,6 +160,8 @@ const sqlite: IdempotencyDialect = {
   now: SQLITE_NOW,
   claimReturnsRecord: false,
   claimReturnsAcquired: true,
+  isolation: false,
+  singleConnection: true,
   claim: (t) => `
     INSERT INTO ${t} (storage_key, ${TAKEOVER_COLUMNS})
     VALUES (?, ?, 'in_flight', ?, ${SQLITE_NOW} + ?, ${SQLITE_NOW} + ?, ${SQLITE_NOW}, NULL, NULL, NULL, NULL)

@@ -1,13 +1,16 @@
 import { Logger, type OnModuleDestroy } from '@nestjs/common';
-import type { DataSource } from 'typeorm';
+import type { DataSource, QueryRunner } from 'typeorm';
 import {
   type ClaimOptions,
   type ClaimResult,
   type CompleteOptions,
   IdempotencyStore,
+  type IdempotencyStoreTransaction,
   type ReleaseOptions,
   type RenewOptions,
+  type StoreTransactionOptions,
 } from '../idempotency-store';
+import { transactionStorage } from './idempotency-transaction';
 import { dialectOf, type IdempotencyDialect } from './typeorm-dialects';
 
 /** Default table of the records, created by `CreateIdempotencyRecordsTable`. */
@@ -92,6 +95,8 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
   /** The statement taking over an expired record, for dialects whose claim leaves it in place. */
   private readonly takeover?: string;
   private purgeTimer?: NodeJS.Timeout;
+  /** The queue of {@link exclusive} (SQLite only). */
+  private turns: Promise<unknown> = Promise.resolve();
   private purging?: Promise<number>;
 
   constructor(options: TypeOrmIdempotencyStoreOptions) {
@@ -177,15 +182,54 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
     }
   }
 
-  async complete({ key, ownerToken, response, ttlMs }: CompleteOptions): Promise<boolean> {
-    return this.changed(this.sql.complete, {
-      key,
-      owner: ownerToken,
-      status: response.status,
-      headers: JSON.stringify(response.headers),
-      body: response.body,
-      error: this.dialect.bool(response.error === true),
-      ttl: Math.ceil(ttlMs),
+  async complete(options: CompleteOptions): Promise<boolean> {
+    return (await this.affected(...this.completion(options))) > 0;
+  }
+
+  /**
+   * Transactional mode: runs `work` in a transaction on a connection of its own, with
+   * {@link transactionalEntityManager} answering that transaction's EntityManager meanwhile, and
+   * completes the record in it (`transaction.complete`, fenced) before COMMIT. The claim and the
+   * renewals run on other connections and commit on their own; the record's row is locked only
+   * by that last statement.
+   *
+   * It holds one connection of the pool for as long as the handler runs. On SQLite, whose TypeORM
+   * driver has one connection, transactional runs take turns with the store's other statements.
+   */
+  override async transaction<T>(
+    options: StoreTransactionOptions,
+    work: (transaction: IdempotencyStoreTransaction) => Promise<T>,
+  ): Promise<T> {
+    return this.exclusive(async () => {
+      const runner = this.dataSource.createQueryRunner();
+      try {
+        await runner.connect();
+        await runner.startTransaction(this.dialect.isolation ? options.isolationLevel : undefined);
+        let result: T;
+        try {
+          result = await transactionStorage.run(runner.manager, () =>
+            work({
+              complete: async (completion) =>
+                Number(
+                  (
+                    (await runner.query(...this.completion(completion), true)) as {
+                      affected?: number;
+                    }
+                  ).affected ?? 0,
+                ) > 0,
+            }),
+          );
+        } catch (error) {
+          await runner.rollbackTransaction().catch((rollback: unknown) => {
+            this.logger.error(`Rolling back a transactional run failed: ${String(rollback)}`);
+          });
+          throw error;
+        }
+        await runner.commitTransaction();
+        return result;
+      } finally {
+        await runner.release();
+      }
     });
   }
 
@@ -194,7 +238,16 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
   }
 
   async renew({ key, ownerToken, leaseMs }: RenewOptions): Promise<boolean> {
-    return this.changed(this.sql.renew, { key, owner: ownerToken, lease: Math.ceil(leaseMs) });
+    // Not in turn on SQLite: a renewal must not wait for a transactional run to end (its own lease
+    // would lapse meanwhile). Joining that run's transaction is harmless: committed, it extends
+    // the lease; rolled back, the next renewal does.
+    const [sql, params] = this.bind(this.sql.renew, {
+      key,
+      owner: ownerToken,
+      lease: Math.ceil(leaseMs),
+    });
+    const result = await this.withRetry((runner) => runner.query(sql, params, true), false);
+    return Number((result as { affected?: number }).affected ?? 0) > 0;
   }
 
   /**
@@ -245,6 +298,34 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
     };
   }
 
+  /** The fenced completion statement and its parameters. */
+  private completion({ key, ownerToken, response, ttlMs }: CompleteOptions): [string, unknown[]] {
+    return this.bind(this.sql.complete, {
+      key,
+      owner: ownerToken,
+      status: response.status,
+      headers: JSON.stringify(response.headers),
+      body: response.body,
+      error: this.dialect.bool(response.error === true),
+      ttl: Math.ceil(ttlMs),
+    });
+  }
+
+  /**
+   * On SQLite, whose TypeORM driver runs every query on one connection, a statement issued while a
+   * transactional run is open would join that transaction (and be rolled back with it): the
+   * store's statements and transactional runs take turns. Statements issued from inside a
+   * transactional run join it, as they must (waiting would deadlock). Elsewhere this is a no-op.
+   */
+  private exclusive<T>(work: () => Promise<T>): Promise<T> {
+    if (!this.dialect.singleConnection || transactionStorage.getStore()) {
+      return work();
+    }
+    const turn = this.turns.then(work, work);
+    this.turns = turn.catch(() => undefined);
+    return turn;
+  }
+
   private async changed(statement: Statement, values: Record<string, unknown>): Promise<boolean> {
     return (await this.affected(...this.bind(statement, values))) > 0;
   }
@@ -279,13 +360,11 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
     return this.withRetry((runner) => runner.query(sql, params)) as Promise<T>;
   }
 
-  private async withRetry<T>(
-    work: (runner: ReturnType<DataSource['createQueryRunner']>) => Promise<T>,
-  ): Promise<T> {
+  private async withRetry<T>(work: (runner: QueryRunner) => Promise<T>, inTurn = true): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       const runner = this.dataSource.createQueryRunner();
       try {
-        return await work(runner);
+        return await (inTurn ? this.exclusive(() => work(runner)) : work(runner));
       } catch (error) {
         const code = (error as { driverError?: { code?: string }; code?: string }).driverError
           ?.code;

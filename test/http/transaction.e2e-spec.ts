@@ -1,0 +1,281 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  Body,
+  Controller,
+  Injectable,
+  Logger,
+  Post,
+  UnprocessableEntityException,
+} from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import {
+  Idempotent,
+  IdempotencyModule,
+  IdempotencyService,
+  MemoryIdempotencyStore,
+} from 'nestjs-idempotency';
+import {
+  CreateIdempotencyRecordsTable1763800000000,
+  TypeOrmIdempotencyStore,
+  transactionalEntityManager,
+} from 'nestjs-idempotency/typeorm';
+import request from 'supertest';
+import { DataSource, type DataSourceOptions, type EntityManager } from 'typeorm';
+import { MYSQL_URL, POSTGRES_URL } from '../utils/databases';
+import { describeWithServer } from '../utils/services';
+import { createApp, delay, PLATFORMS, type TestApp } from './platforms';
+
+/**
+ * Transactional mode of the TypeORM store: the handler's database work and the record's completion
+ * commit in one transaction, on PostgreSQL, MariaDB and SQLite, on Express and Fastify. Each case
+ * counts the effect rows the handler wrote, since that is what a retry must never double.
+ */
+
+// E2E_LOG=1 shows the library's logs (lease lost, rollbacks), for debugging a failing case.
+Logger.overrideLogger(process.env.E2E_LOG ? ['log', 'warn', 'error'] : false);
+
+const sqliteDir = mkdtempSync(join(tmpdir(), 'idempotency-tx-'));
+afterAll(() => rmSync(sqliteDir, { recursive: true, force: true }));
+
+const DATABASES: [string, Promise<jest.Describe>, DataSourceOptions][] = [
+  [
+    'PostgreSQL',
+    describeWithServer('PostgreSQL', POSTGRES_URL),
+    { type: 'postgres', url: POSTGRES_URL, extra: { max: 6 } },
+  ],
+  [
+    'MariaDB',
+    describeWithServer('MariaDB', MYSQL_URL),
+    { type: 'mariadb', url: MYSQL_URL, extra: { connectionLimit: 6 } },
+  ],
+  [
+    'SQLite',
+    Promise.resolve(describe),
+    {
+      type: 'better-sqlite3',
+      database: join(sqliteDir, 'tx.sqlite'),
+      enableWAL: true,
+      timeout: 10_000,
+    } as DataSourceOptions,
+  ],
+];
+
+/** The effect table the handlers write to, one row per effect. */
+const EFFECTS = `tx_effects_${randomBytes(3).toString('hex')}`;
+
+/** Placeholders of the dialect (`$1` on PostgreSQL, `?` elsewhere). */
+const params = (manager: EntityManager, n: number) =>
+  Array.from({ length: n }, (_, i) =>
+    manager.connection.options.type === 'postgres' ? `$${i + 1}` : '?',
+  ).join(', ');
+
+async function insertEffect(manager: EntityManager, key: string): Promise<string> {
+  const id = randomUUID();
+  await manager.query(`INSERT INTO ${EFFECTS} (id, effect_key) VALUES (${params(manager, 2)})`, [
+    id,
+    key,
+  ]);
+  return id;
+}
+
+/** How many times each effect key's handler started, to hold only a first run. */
+const started = new Map<string, number>();
+
+interface EffectBody {
+  key: string;
+  /** Hold the first run this long after its write, before the completion. */
+  holdMs?: number;
+  fail?: 'crash' | 'unprocessable';
+}
+
+@Injectable()
+class EffectsService {
+  constructor(private readonly dataSource: DataSource) {}
+
+  async create({ key, holdMs, fail }: EffectBody) {
+    const run = (started.get(key) ?? 0) + 1;
+    started.set(key, run);
+    const manager = transactionalEntityManager(this.dataSource.manager);
+    const id = await insertEffect(manager, key);
+    if (holdMs && run === 1) {
+      await delay(holdMs);
+    }
+    if (fail === 'crash') {
+      throw new Error('crashed after the write');
+    }
+    if (fail === 'unprocessable') {
+      throw new UnprocessableEntityException({ reason: 'refused after the write' });
+    }
+    return { id, run, inTransaction: manager !== this.dataSource.manager };
+  }
+}
+
+@Controller('effects')
+class EffectsController {
+  constructor(private readonly effects: EffectsService) {}
+
+  @Post()
+  @Idempotent({ transaction: true })
+  create(@Body() body: EffectBody) {
+    return this.effects.create(body);
+  }
+
+  @Post('stalling')
+  @Idempotent({ transaction: true, lockTtl: 400, maxLockHold: 1 })
+  stalling(@Body() body: EffectBody) {
+    return this.effects.create(body);
+  }
+}
+
+for (const [name, gate, options] of DATABASES) {
+  (await gate)(`Transactional mode on ${name}`, () => {
+    let dataSource: DataSource;
+    const count = async (key: string): Promise<number> => {
+      const rows: { n: string | number }[] = await dataSource.query(
+        `SELECT COUNT(*) AS n FROM ${EFFECTS} WHERE effect_key = ${params(dataSource.manager, 1)}`,
+        [key],
+      );
+      return Number(rows[0].n);
+    };
+
+    beforeAll(async () => {
+      dataSource = await new DataSource({
+        ...options,
+        migrations: [CreateIdempotencyRecordsTable1763800000000],
+        migrationsTableName: 'idempotency_tx_migrations',
+      } as DataSourceOptions).initialize();
+      await dataSource.runMigrations();
+      await dataSource.query(
+        `CREATE TABLE ${EFFECTS} (id varchar(36) NOT NULL PRIMARY KEY, effect_key varchar(64) NOT NULL)`,
+      );
+    });
+    afterAll(async () => {
+      await dataSource.query(`DROP TABLE ${EFFECTS}`);
+      await dataSource.destroy();
+    });
+
+    describe.each(PLATFORMS)('over HTTP (%s)', (platform) => {
+      let t: TestApp;
+      const post = (path: string, key: string, body: EffectBody) =>
+        request(t.url).post(path).set('Idempotency-Key', key).send(body);
+
+      beforeAll(async () => {
+        t = await createApp(platform, {
+          imports: [
+            IdempotencyModule.forRoot({
+              store: new TypeOrmIdempotencyStore({ dataSource, purgeIntervalMs: 0 }),
+            }),
+          ],
+          controllers: [EffectsController],
+          providers: [EffectsService, { provide: DataSource, useValue: dataSource }],
+        });
+      });
+      afterAll(() => t.app.close());
+
+      it('commits the effect with the record: one row, replayed without a second one', async () => {
+        const key = `tx-${randomUUID()}`;
+        const first = await post('/effects', key, { key }).expect(201);
+        expect(first.body).toEqual({ id: expect.any(String), run: 1, inTransaction: true });
+        const again = await post('/effects', key, { key }).expect(201);
+        expect(again.headers['idempotent-replayed']).toBe('true');
+        expect(again.body).toEqual(first.body);
+        expect(await count(key)).toBe(1);
+      });
+
+      it('rolls the effect back when the handler throws, releases the key, and the retry writes once', async () => {
+        const key = `tx-${randomUUID()}`;
+        await post('/effects', key, { key, fail: 'crash' }).expect(500);
+        expect(await count(key)).toBe(0);
+        const retry = await post('/effects', key, { key }).expect(201);
+        expect(retry.headers['idempotent-replayed']).toBeUndefined();
+        expect(await count(key)).toBe(1);
+      });
+
+      it('rolls the effect back on a 4xx and still stores the 4xx, so the retry replays it', async () => {
+        const key = `tx-${randomUUID()}`;
+        const first = await post('/effects', key, { key, fail: 'unprocessable' }).expect(422);
+        expect(await count(key)).toBe(0);
+        const again = await post('/effects', key, { key, fail: 'unprocessable' }).expect(422);
+        expect(again.headers['idempotent-replayed']).toBe('true');
+        expect(again.body).toEqual(first.body);
+        expect(await count(key)).toBe(0);
+        expect(started.get(key)).toBe(1);
+      });
+
+      it('rolls back a holder whose lease lapsed before COMMIT: one effect, and both clients get the same id', async () => {
+        // The first run writes, then stalls without renewing (maxLockHold 1 ms) past its 400 ms
+        // lease; a retry takes the key over and commits its own effect. When the first reaches its
+        // completion the fence matches nothing: it rolls back and answers the winner's result.
+        const key = `tx-${randomUUID()}`;
+        const stalled = post('/effects/stalling', key, { key, holdMs: 1_200 }).then((r) => r);
+        await delay(700);
+        const winner = await post('/effects/stalling', key, { key, holdMs: 1_200 });
+        const loser = await stalled;
+        expect([winner.status, loser.status]).toEqual([201, 201]);
+        expect(loser.body.id).toBe(winner.body.id);
+        expect(loser.headers['idempotent-replayed']).toBe('true');
+        expect(await count(key)).toBe(1);
+      });
+    });
+
+    it('runs IdempotencyService.run() work in the transaction too', async () => {
+      const moduleRef = await Test.createTestingModule({
+        imports: [
+          IdempotencyModule.forRoot({
+            store: new TypeOrmIdempotencyStore({ dataSource, purgeIntervalMs: 0 }),
+          }),
+        ],
+      }).compile();
+      await moduleRef.init();
+      try {
+        const service = moduleRef.get(IdempotencyService);
+        const key = `job-${randomUUID()}`;
+        const work = async () => {
+          const manager = transactionalEntityManager();
+          expect(manager).toBeDefined();
+          return insertEffect(manager!, key);
+        };
+        const first = await service.run(key, work, { transaction: true, scope: 'jobs' });
+        const again = await service.run(key, work, { transaction: true, scope: 'jobs' });
+        expect(again).toEqual({ value: first.value, replayed: true });
+        await expect(
+          service.run(
+            `${key}-failing`,
+            async () => {
+              await work();
+              throw new Error('consumer crashed');
+            },
+            { transaction: true, scope: 'jobs' },
+          ),
+        ).rejects.toThrow('consumer crashed');
+        expect(await count(key)).toBe(1);
+      } finally {
+        await moduleRef.close();
+      }
+    });
+  });
+}
+
+describe('Transactional mode on a store without transactions', () => {
+  it('fails at bootstrap, naming the handler and the fix', async () => {
+    @Controller('no-tx')
+    class NoTransactionController {
+      @Post()
+      @Idempotent({ transaction: true })
+      create() {
+        return {};
+      }
+    }
+    await expect(
+      createApp('express', {
+        imports: [IdempotencyModule.forRoot({ store: new MemoryIdempotencyStore() })],
+        controllers: [NoTransactionController],
+      }),
+    ).rejects.toThrow(
+      /@Idempotent\(\) on NoTransactionController\.create uses transactional mode .*MemoryIdempotencyStore has no transactions; use TypeOrmIdempotencyStore/,
+    );
+  });
+});
