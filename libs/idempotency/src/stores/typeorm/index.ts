@@ -3,6 +3,7 @@ export { IdempotencyRecord } from './idempotency-record.entity';
 export {
   IDEMPOTENCY_RECORDS_TABLE,
   TypeOrmIdempotencyStore,
+  type IdempotencyTransactionHost,
   type TypeOrmIdempotencyStoreOptions,
 } from './typeorm-idempotency.store';
 export { transactionalEntityManager } from './idempotency-transaction';

@@ -1,5 +1,5 @@
 import { Logger, type OnModuleDestroy } from '@nestjs/common';
-import type { DataSource, QueryRunner } from 'typeorm';
+import type { DataSource, EntityManager, QueryRunner } from 'typeorm';
 import {
   type ClaimOptions,
   type ClaimResult,
@@ -39,6 +39,27 @@ export interface TypeOrmIdempotencyStoreOptions {
    * @default 1000
    */
   purgeBatchSize?: number;
+  /**
+   * For apps on `@nestjs-cls/transactional` with its TypeORM adapter: the `TransactionHost` of
+   * that adapter (same DataSource). Transactional runs then open their transaction through it,
+   * so services that use `txHost.tx` (or `@Transactional()`, which joins) work in the same
+   * transaction as the record, unchanged. It needs an active CLS context, as `TransactionHost`
+   * always does (ClsModule's middleware for HTTP; `@UseCls()` or `cls.run()` for a consumer).
+   * @default undefined (the store opens its own transaction; see `transactionalEntityManager()`)
+   */
+  transactionHost?: IdempotencyTransactionHost;
+}
+
+/**
+ * What the store uses of `TransactionHost<TransactionalAdapterTypeOrm>` from
+ * `@nestjs-cls/transactional` (typed here so the package stays an optional peer).
+ */
+export interface IdempotencyTransactionHost {
+  withTransaction<R>(
+    options: { isolationLevel?: StoreTransactionOptions['isolationLevel'] },
+    fn: () => Promise<R>,
+  ): Promise<R>;
+  readonly tx: EntityManager;
 }
 
 /** SQL text in the dialect's placeholders, and the named parameters in the order it takes them. */
@@ -86,6 +107,7 @@ const MAX_ATTEMPTS = 5;
 export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModuleDestroy {
   private readonly logger = new Logger('TypeOrmIdempotencyStore');
   private readonly dataSource: DataSource;
+  private readonly transactionHost?: IdempotencyTransactionHost;
   private readonly dialect: IdempotencyDialect;
   private readonly sql: Record<
     'claim' | 'select' | 'complete' | 'release' | 'renew' | 'purge',
@@ -108,6 +130,7 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
       );
     }
     this.dataSource = options.dataSource;
+    this.transactionHost = options.transactionHost;
     this.dialect = dialectOf(String(options.dataSource.options.type));
     const d = this.dialect;
     const owned = `storage_key = :key AND state = 'in_flight' AND owner_token = :owner AND lease_expires_at > ${d.now}`;
@@ -200,25 +223,21 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
     options: StoreTransactionOptions,
     work: (transaction: IdempotencyStoreTransaction) => Promise<T>,
   ): Promise<T> {
+    const isolationLevel = this.dialect.isolation ? options.isolationLevel : undefined;
+    const host = this.transactionHost;
+    if (host) {
+      return this.exclusive(() =>
+        host.withTransaction({ isolationLevel }, () => this.runIn(host.tx, work)),
+      );
+    }
     return this.exclusive(async () => {
       const runner = this.dataSource.createQueryRunner();
       try {
         await runner.connect();
-        await runner.startTransaction(this.dialect.isolation ? options.isolationLevel : undefined);
+        await runner.startTransaction(isolationLevel);
         let result: T;
         try {
-          result = await transactionStorage.run(runner.manager, () =>
-            work({
-              complete: async (completion) =>
-                Number(
-                  (
-                    (await runner.query(...this.completion(completion), true)) as {
-                      affected?: number;
-                    }
-                  ).affected ?? 0,
-                ) > 0,
-            }),
-          );
+          result = await this.runIn(runner.manager, work);
         } catch (error) {
           await runner.rollbackTransaction().catch((rollback: unknown) => {
             this.logger.error(`Rolling back a transactional run failed: ${String(rollback)}`);
@@ -231,6 +250,29 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
         await runner.release();
       }
     });
+  }
+
+  /** Runs `work` with `manager` as the transaction of `transactionalEntityManager()`. */
+  private runIn<T>(
+    manager: EntityManager,
+    work: (transaction: IdempotencyStoreTransaction) => Promise<T>,
+  ): Promise<T> {
+    const runner = manager.queryRunner;
+    if (!runner?.isTransactionActive) {
+      throw new Error(
+        'nestjs-idempotency: the transactional run has no open transaction on its EntityManager (is transactionHost the TransactionHost of this DataSource?).',
+      );
+    }
+    return transactionStorage.run(manager, () =>
+      work({
+        complete: async (completion) => {
+          const result = (await runner.query(...this.completion(completion), true)) as {
+            affected?: number;
+          };
+          return Number(result.affected ?? 0) > 0;
+        },
+      }),
+    );
   }
 
   async release({ key, ownerToken }: ReleaseOptions): Promise<boolean> {
