@@ -11,6 +11,7 @@ import {
   channels,
   type IdempotencyContextType,
   type IdempotencyExecutedEvent,
+  type IdempotencyStoreErrorEvent,
 } from './idempotency.events';
 import { IdempotencyErrorCode, type IdempotencyRejection } from './idempotency-rejection';
 import type { ResolvedIdempotencyOptions } from './resolved-options';
@@ -337,15 +338,21 @@ export class IdempotencyEngine implements OnApplicationShutdown {
         }
         return this.run(call, attempt + 1);
       }
-      // The transaction itself failed (BEGIN, a statement of the store, or COMMIT). Nothing of it
-      // committed, or, if COMMIT failed after the database applied it, the record is completed and
-      // the fenced release below changes nothing: either way no key stays stuck and no effect doubles.
+      // The transaction itself failed (BEGIN, the completion, or COMMIT): a store failure,
+      // answered as one (503), never run again here. Nothing of it committed, or, if COMMIT failed
+      // after the database applied it, the record is completed and the fenced release below
+      // changes nothing: either way no key stays stuck and a retry never doubles the effect.
+      this.storeError(call, 'transaction', error, workStarted);
       this.logger.error(
-        `${call.target}: the transaction failed; nothing of this run was kept unless COMMIT had gone through.`,
+        `${call.target}: the transaction of a transactional run failed; nothing of the run was kept unless COMMIT had gone through, and the call was refused.`,
         error instanceof Error ? error.stack : String(error),
       );
       await this.settle(lease, undefined, timing);
-      throw error;
+      return this.reject(
+        call,
+        { code: IdempotencyErrorCode.StoreUnavailable, cause: error },
+        workStarted,
+      );
     }
     if (result.response) {
       this.executed(call, result.record, timing, 0);
@@ -687,7 +694,7 @@ export class IdempotencyEngine implements OnApplicationShutdown {
 
   private storeError<T>(
     call: IdempotentCall<T>,
-    operation: 'claim' | 'complete' | 'release' | 'renew',
+    operation: IdempotencyStoreErrorEvent['operation'],
     error: unknown,
     started: number,
   ): void {

@@ -78,7 +78,8 @@ export interface IdempotencyLeaseLostEvent extends IdempotencyEventBase {
 
 /** On {@link IdempotencyChannel.StoreError}. */
 export interface IdempotencyStoreErrorEvent extends IdempotencyEventBase {
-  operation: 'claim' | 'complete' | 'release' | 'renew';
+  /** `transaction`: BEGIN, the completion inside it, or COMMIT of a transactional run. */
+  operation: 'claim' | 'complete' | 'release' | 'renew' | 'transaction';
   error: unknown;
   /** Milliseconds until it failed. */
   durationMs: number;

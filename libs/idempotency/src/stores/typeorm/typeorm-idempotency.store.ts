@@ -117,8 +117,12 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
   /** The statement taking over an expired record, for dialects whose claim leaves it in place. */
   private readonly takeover?: string;
   private purgeTimer?: NodeJS.Timeout;
-  /** The queue of {@link exclusive} (SQLite only). */
+  /** The queue of {@link exclusive}. */
   private turns: Promise<unknown> = Promise.resolve();
+  /** Transactional runs open or waiting for their turn. */
+  private openTransactions = 0;
+  /** SQLite: transactional runs and the store's statements take turns on the one connection. */
+  private readonly transactionsTakeTurns: boolean;
   private purging?: Promise<number>;
 
   constructor(options: TypeOrmIdempotencyStoreOptions) {
@@ -132,6 +136,7 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
     this.dataSource = options.dataSource;
     this.transactionHost = options.transactionHost;
     this.dialect = dialectOf(String(options.dataSource.options.type));
+    this.transactionsTakeTurns = this.dialect.singleConnection;
     const d = this.dialect;
     const owned = `storage_key = :key AND state = 'in_flight' AND owner_token = :owner AND lease_expires_at > ${d.now}`;
     this.sql = {
@@ -168,6 +173,18 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
     const claimParams = this.dialect.claimReturnsRecord
       ? [key, fingerprint, ownerToken, lease]
       : [key, fingerprint, ownerToken, lease, lease];
+    if (this.transactionsTakeTurns && this.openTransactions > 0) {
+      // A key held under a live lease is answered without waiting for the turn of a transactional
+      // run: the claim would write nothing anyway. A read outside the turn may see that run's
+      // uncommitted work, so only this answer, which never depends on it, is taken from it.
+      const [held] = await this.withRetry(
+        (runner) => runner.query(...this.bind(this.sql.select, { key })) as Promise<RecordRow[]>,
+        false,
+      );
+      if (held?.state === 'in_flight' && Number(held.lease_remaining_ms) > 0) {
+        return this.toResult(held);
+      }
+    }
     for (let attempt = 1; ; attempt++) {
       const rows = await this.run<RecordRow[] | { storage_key: string }[]>(
         this.sql.claim.text,
@@ -224,6 +241,18 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
     work: (transaction: IdempotencyStoreTransaction) => Promise<T>,
   ): Promise<T> {
     const isolationLevel = this.dialect.isolation ? options.isolationLevel : undefined;
+    this.openTransactions++;
+    try {
+      return await this.openTransaction(isolationLevel, work);
+    } finally {
+      this.openTransactions--;
+    }
+  }
+
+  private openTransaction<T>(
+    isolationLevel: StoreTransactionOptions['isolationLevel'] | undefined,
+    work: (transaction: IdempotencyStoreTransaction) => Promise<T>,
+  ): Promise<T> {
     const host = this.transactionHost;
     if (host) {
       return this.exclusive(() =>
@@ -360,7 +389,7 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
    * transactional run join it, as they must (waiting would deadlock). Elsewhere this is a no-op.
    */
   private exclusive<T>(work: () => Promise<T>): Promise<T> {
-    if (!this.dialect.singleConnection || transactionStorage.getStore()) {
+    if (!this.transactionsTakeTurns || transactionStorage.getStore()) {
       return work();
     }
     const turn = this.turns.then(work, work);
