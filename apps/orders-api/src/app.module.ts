@@ -46,6 +46,9 @@ export class AppModule {
           useFactory: (dataSource: DataSource) => ({
             lockTtl: config.idempotencyLockTtlMs,
             store: createIdempotencyStore(config, dataSource),
+            // With the records in the app's own database, each POST's writes commit in one
+            // transaction with its record: a retry never doubles an order, a payment or an email.
+            transaction: config.idempotencyStore === 'typeorm',
           }),
         }),
         OrdersModule,

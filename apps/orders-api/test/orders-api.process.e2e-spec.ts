@@ -228,11 +228,15 @@ describe('orders API process on SQLite (no server needed)', () => {
       expect(await paying).toBe('ECONNRESET');
 
       // The lease (1 s) has lapsed by the time the next instance listens: the retry runs the
-      // handler, which takes the abandoned payment over rather than charging a second one.
+      // handler once. POST /payments runs in transactional mode (the TypeORM store), and on
+      // SQLite (one connection) the cut attempt's reservation was part of its transaction, which
+      // never committed: it left no payment behind, and the retry pays under a new one, charged
+      // under the order's key as the cut attempt was, so a real gateway would not charge twice.
       const again = await startOrdersApi({ env: { DATABASE_URL: file, ...leases } });
       const retry = await postPayment(again, k, order.id, order.total).expect(201);
       expect(retry.headers['idempotent-replayed']).toBeUndefined();
-      expect(retry.body).toMatchObject({ id: pending!.id, status: 'succeeded' });
+      expect(retry.body).toMatchObject({ orderId: order.id, status: 'succeeded' });
+      expect(retry.body.id).not.toBe(pending!.id);
       const payments = await request(again.url).get('/payments').query({ orderId: order.id });
       expect(payments.body).toEqual([retry.body]);
       const replay = await postPayment(again, k, order.id, order.total).expect(201);

@@ -8,7 +8,11 @@ import {
 } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { STATUS_CODES } from 'node:http';
-import { isConnectionLost, isUnstorableValue } from '../database/database-errors';
+import {
+  isConnectionLost,
+  isTransientConflict,
+  isUnstorableValue,
+} from '../database/database-errors';
 import { type Problem, problem, PROBLEM_CONTENT_TYPE, ProblemCode } from './problem';
 
 const CODES: Partial<Record<number, ProblemCode>> = {
@@ -65,6 +69,14 @@ export class ProblemDetailsFilter implements ExceptionFilter {
         ProblemCode.ValidationFailed,
         'Invalid request',
         'A value of the request cannot be stored: too long or too large for its field, or holding a character that is not accepted (such as U+0000).',
+      );
+    }
+    if (isTransientConflict(exception)) {
+      return problem(
+        HttpStatus.SERVICE_UNAVAILABLE,
+        ProblemCode.DatabaseConflict,
+        'Database conflict',
+        'The request met a deadlock or a serialization failure and was rolled back; nothing was done. Retry with the same Idempotency-Key.',
       );
     }
     if (isConnectionLost(exception)) {

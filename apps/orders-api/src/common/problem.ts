@@ -21,6 +21,7 @@ export const ProblemCode = {
   HealthCheckFailed: 'HEALTH_CHECK_FAILED',
   HttpError: 'HTTP_ERROR',
   DatabaseUnavailable: 'DATABASE_UNAVAILABLE',
+  DatabaseConflict: 'DATABASE_CONFLICT',
   InternalError: 'INTERNAL_ERROR',
 } as const;
 export type ProblemCode = (typeof ProblemCode)[keyof typeof ProblemCode];

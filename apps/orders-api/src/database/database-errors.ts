@@ -67,8 +67,13 @@ export function isConnectionLost(error: unknown): boolean {
   if (code !== undefined && (CONNECTION_CODES.has(code) || /^08[0-9A-Z]{3}$/.test(code))) {
     return true;
   }
+  // In transactional mode the handler queries on the request's own query runner, which TypeORM
+  // releases when its connection breaks: later queries on it fail with this error.
+  if ((error as Error)?.name === 'QueryRunnerAlreadyReleasedError') {
+    return true;
+  }
   const message = String((error as Error)?.message ?? '');
-  return /Connection terminated|connection is closed|Can't add new command when connection is in closed state/i.test(
+  return /Connection terminated|connection is closed|Can't add new command when connection is in closed state|has encountered a connection error and is not queryable/i.test(
     message,
   );
 }

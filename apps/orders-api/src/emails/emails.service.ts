@@ -1,5 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
+import { transactionalEntityManager } from 'nestjs-idempotency/typeorm';
 import { randomUUID } from 'node:crypto';
 import type { Repository } from 'typeorm';
 import type { SendEmailDto } from './dto/email.dto';
@@ -25,7 +26,10 @@ export class EmailsService {
       status: 'queued',
       createdAt: new Date(),
     });
-    await this.outbox.insert(message);
+    // With the record, in transactional mode: a retried request never queues the message twice.
+    await transactionalEntityManager(this.outbox.manager)
+      .getRepository(OutboxMessage)
+      .insert(message);
     return message;
   }
 

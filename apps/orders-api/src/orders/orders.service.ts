@@ -1,5 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
+import { transactionalEntityManager } from 'nestjs-idempotency/typeorm';
 import { randomUUID } from 'node:crypto';
 import type { Repository } from 'typeorm';
 import {
@@ -40,7 +41,9 @@ export class OrdersService {
       createdAt: now,
       updatedAt: now,
     });
-    await this.orders.insert(order);
+    // In the request's transaction when the route runs in transactional mode (the TypeORM
+    // store), so the order and the idempotency record commit together.
+    await transactionalEntityManager(this.orders.manager).getRepository(Order).insert(order);
     return order;
   }
 

@@ -6,7 +6,8 @@ import { ORDERS_API_CONFIG, type OrdersApiConfig } from '../config/orders-api.co
 /** A charge the gateway made. */
 export interface GatewayCharge {
   id: string;
-  paymentId: string;
+  /** The merchant's key for the charge: charging under it again returns this charge. */
+  idempotencyKey: string;
   amount: number;
   createdAt: Date;
 }
@@ -23,9 +24,9 @@ export class PaymentGatewayError extends Error {
 const REMEMBERED_CHARGES = 10_000;
 
 /**
- * A simulated card gateway. Like real ones (Stripe, Adyen) it is idempotent on the id the
- * merchant sends: charging one payment id twice returns the first charge, so an attempt that is
- * resumed after a crash never charges twice. Latency and failure rate come from
+ * A simulated card gateway. Like real ones (Stripe, Adyen) it is idempotent on the key the
+ * merchant sends: charging under one key twice returns the first charge, so an attempt that is
+ * retried after a crash never charges twice. Latency and failure rate come from
  * `PAYMENT_GATEWAY_LATENCY_MS` and `PAYMENT_GATEWAY_FAILURE_RATE` (both off by default).
  */
 @Injectable()
@@ -42,26 +43,26 @@ export class PaymentGateway {
     this.failureRate = config.gatewayFailureRate;
   }
 
-  /** Charges `amount` for `paymentId`, once. */
+  /** Charges `amount` under `idempotencyKey`, once. */
   async charge({
-    paymentId,
+    idempotencyKey,
     amount,
   }: {
-    paymentId: string;
+    idempotencyKey: string;
     amount: number;
   }): Promise<GatewayCharge> {
     if (this.latencyMs > 0) {
       await sleep(this.latencyMs);
     }
-    const existing = this.charges.get(paymentId);
+    const existing = this.charges.get(idempotencyKey);
     if (existing) {
       return existing;
     }
     if (this.failureRate > 0 && Math.random() < this.failureRate) {
       throw new PaymentGatewayError();
     }
-    const charge = { id: `ch_${randomUUID()}`, paymentId, amount, createdAt: new Date() };
-    this.charges.set(paymentId, charge);
+    const charge = { id: `ch_${randomUUID()}`, idempotencyKey, amount, createdAt: new Date() };
+    this.charges.set(idempotencyKey, charge);
     this.made++;
     if (this.charges.size > REMEMBERED_CHARGES) {
       this.charges.delete(this.charges.keys().next().value as string);

@@ -1,7 +1,8 @@
 import { HttpStatus, Inject, Injectable, Logger } from '@nestjs/common';
 import { InjectDataSource, InjectRepository } from '@nestjs/typeorm';
 import { randomUUID } from 'node:crypto';
-import type { DataSource, Repository } from 'typeorm';
+import { transactionalEntityManager } from 'nestjs-idempotency/typeorm';
+import type { DataSource, EntityManager, Repository } from 'typeorm';
 import {
   orderAlreadyPaid,
   orderNotFound,
@@ -28,8 +29,8 @@ const MAX_ATTEMPTS = 3;
  * Pays orders. One order has at most one payment: the payment row is inserted (unique on the
  * order) before the gateway is called, so two requests racing with different idempotency keys
  * cannot both charge. The row is held under a lease while the gateway runs; a row left behind by
- * a process that died is taken over once its lease lapses and charged again under the same payment
- * id, which the gateway deduplicates.
+ * a process that died is taken over once its lease lapses and charged again under the same key
+ * (the order's), which the gateway deduplicates.
  */
 @Injectable()
 export class PaymentsService {
@@ -59,7 +60,14 @@ export class PaymentsService {
         continue;
       }
       try {
-        await this.gateway.charge({ paymentId: payment.id, amount: payment.amount });
+        // Keyed by the order, which has one payment at most: a retry after a crash charges under
+        // the same key whether it resumed the reservation or, on SQLite in transactional mode
+        // (one connection, so the reservation is in the crashed attempt's transaction), made a
+        // new one.
+        await this.gateway.charge({
+          idempotencyKey: `order:${payment.orderId}`,
+          amount: payment.amount,
+        });
       } catch (error) {
         this.logger.warn(`Charge for payment ${payment.id} failed: ${String(error)}`);
         await this.abandon(payment, token);
@@ -185,26 +193,39 @@ export class PaymentsService {
     );
   }
 
-  /** Marks the payment succeeded and its order paid, together. */
+  /**
+   * Marks the payment succeeded and its order paid, together. In transactional mode this is the
+   * request's own transaction, which commits with the idempotency record: a holder that lost its
+   * lease rolls it back. The reservation and the charge are not in it, on purpose: the payment id
+   * must be durable before the gateway is called, so that a retry after a crash charges under the
+   * same id (which the gateway deduplicates) instead of a new one.
+   */
   private async settle(payment: Payment): Promise<Payment> {
-    await retryTransient(() => this.settleOnce(payment));
+    const request = transactionalEntityManager();
+    if (request) {
+      // A deadlock here aborts the whole transaction, so it cannot be retried statement by
+      // statement: it fails the request (503), the key is released, and the retry runs again.
+      await this.settleWith(request, payment);
+    } else {
+      await retryTransient(() =>
+        this.dataSource.transaction((manager) => this.settleWith(manager, payment)),
+      );
+    }
     return { ...payment, status: 'succeeded', leaseToken: null, leaseExpiresAt: null };
   }
 
-  private async settleOnce(payment: Payment): Promise<void> {
-    await this.dataSource.transaction(async (manager) => {
-      await manager
-        .createQueryBuilder()
-        .update(Payment)
-        .set({ status: 'succeeded', leaseToken: null, leaseExpiresAt: null })
-        .where('id = :id AND status = :pending', { id: payment.id, pending: 'pending' })
-        .execute();
-      await manager
-        .createQueryBuilder()
-        .update(Order)
-        .set({ status: 'paid', version: () => 'version + 1', updatedAt: new Date() })
-        .where('id = :id AND status = :pending', { id: payment.orderId, pending: 'pending' })
-        .execute();
-    });
+  private async settleWith(manager: EntityManager, payment: Payment): Promise<void> {
+    await manager
+      .createQueryBuilder()
+      .update(Payment)
+      .set({ status: 'succeeded', leaseToken: null, leaseExpiresAt: null })
+      .where('id = :id AND status = :pending', { id: payment.id, pending: 'pending' })
+      .execute();
+    await manager
+      .createQueryBuilder()
+      .update(Order)
+      .set({ status: 'paid', version: () => 'version + 1', updatedAt: new Date() })
+      .where('id = :id AND status = :pending', { id: payment.orderId, pending: 'pending' })
+      .execute();
   }
 }
