@@ -12,6 +12,11 @@ export interface Outcome {
   trigger: string;
   /** The figures measured: executions, records, 5xx answers, statuses seen... */
   measured: Record<string, number | string>;
+  /**
+   * For the scenarios about effects (transactional mode): how many effect rows (orders, emails)
+   * one key left behind. Exactly once means 1.
+   */
+  effectsPerKey?: number;
   /** What the run proves, in one sentence (checked by the test's assertions). */
   outcome: string;
   /** The jest test file that reproduces it. */

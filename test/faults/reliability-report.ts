@@ -14,6 +14,25 @@ type Recorded = Outcome & { recordedAt: string; id: string };
 
 const cell = (text: string) => text.replace(/\|/g, '\\|').replace(/\s*\n\s*/g, ' ');
 
+/** The scenarios that counted effects per key, one row each. */
+function effectsTable(outcomes: Recorded[]): string[] {
+  const counted = outcomes.filter((o) => o.effectsPerKey !== undefined);
+  if (counted.length === 0) {
+    return [];
+  }
+  return [
+    '## Effects per key',
+    '',
+    'What one idempotency key left behind in the database, in the scenarios where a holder is frozen,',
+    'killed or cut off between its write and its COMMIT (transactional mode). Exactly once is 1.',
+    '',
+    '| fault | effects per key | reproduce |',
+    '| --- | ---: | --- |',
+    ...counted.map((o) => `| ${cell(o.fault)} | ${o.effectsPerKey} | \`npm test -- ${o.file}\` |`),
+    '',
+  ];
+}
+
 function main(): void {
   if (!existsSync(RESULTS)) {
     throw new Error('No results: run the fault suite first (npm run test:faults).');
@@ -49,6 +68,7 @@ function main(): void {
       return `| ${cell(o.fault)} | ${cell(o.trigger)} | ${cell(measured)} | ${cell(o.outcome)} | \`npm test -- ${o.file}\` |`;
     }),
     '',
+    ...effectsTable(outcomes),
   ];
   mkdirSync(join(process.cwd(), 'docs'), { recursive: true });
   writeFileSync(DOC, lines.join('\n'));
