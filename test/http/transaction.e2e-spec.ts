@@ -221,6 +221,64 @@ for (const [name, gate, options] of DATABASES) {
       });
     });
 
+    /** The isolation level of the open transaction, as the handler sees it ('READ COMMITTED'). */
+    const levelSeen = async (manager: EntityManager): Promise<string> => {
+      if (manager.connection.options.type === 'postgres') {
+        const [row] = (await manager.query('SHOW transaction_isolation')) as Record<
+          string,
+          string
+        >[];
+        return row.transaction_isolation.toUpperCase();
+      }
+      // MariaDB: @@tx_isolation is the session's level, not the transaction's; InnoDB lists the
+      // transaction once it has read something, in a table it refreshes every 100 ms at most.
+      await manager.query(`SELECT COUNT(*) FROM ${EFFECTS}`);
+      await delay(150);
+      const [row] = (await manager.query(
+        'SELECT trx_isolation_level AS level FROM information_schema.innodb_trx WHERE trx_mysql_thread_id = CONNECTION_ID()',
+      )) as { level: string }[];
+      return row.level;
+    };
+
+    if (name !== 'SQLite') {
+      it('runs at READ COMMITTED by default and at the configured level otherwise, whatever the database default', async () => {
+        // The database's own default is made SERIALIZABLE for these connections (PostgreSQL) or is
+        // REPEATABLE READ (MariaDB's): a transactional run must still get READ COMMITTED.
+        const stricter = await new DataSource(
+          (name === 'PostgreSQL'
+            ? {
+                ...options,
+                extra: { max: 2, options: '-c default_transaction_isolation=serializable' },
+              }
+            : options) as DataSourceOptions,
+        ).initialize();
+        const moduleRef = await Test.createTestingModule({
+          imports: [
+            IdempotencyModule.forRoot({
+              store: new TypeOrmIdempotencyStore({ dataSource: stricter, purgeIntervalMs: 0 }),
+            }),
+          ],
+        }).compile();
+        await moduleRef.init();
+        try {
+          const service = moduleRef.get(IdempotencyService);
+          const seen = (
+            transaction: true | { isolationLevel: 'SERIALIZABLE' | 'READ COMMITTED' },
+          ) =>
+            service.run(`level-${randomUUID()}`, () => levelSeen(transactionalEntityManager()!), {
+              transaction,
+              scope: 'levels',
+            });
+          expect((await seen(true)).value).toBe('READ COMMITTED');
+          expect((await seen({ isolationLevel: 'SERIALIZABLE' })).value).toBe('SERIALIZABLE');
+          expect((await seen(true)).value).toBe('READ COMMITTED');
+        } finally {
+          await moduleRef.close();
+          await stricter.destroy();
+        }
+      });
+    }
+
     it('runs IdempotencyService.run() work in the transaction too', async () => {
       const moduleRef = await Test.createTestingModule({
         imports: [

@@ -22,6 +22,12 @@ export interface IdempotencyDialect {
   dropTable(table: string): string[];
   /** Whether a transaction takes an isolation level (SQLite has only SERIALIZABLE). */
   readonly isolation: boolean;
+  /**
+   * A query answering the isolation level a new transaction gets when none is set (one row, one
+   * column), where setting it costs a round trip of its own: TypeORM sends `SET TRANSACTION
+   * ISOLATION LEVEL` after `START TRANSACTION` on PostgreSQL.
+   */
+  readonly defaultIsolationQuery?: string;
   /** Whether TypeORM runs every query on one connection (SQLite). */
   readonly singleConnection: boolean;
   /** Converts a boolean to what the driver stores. */
@@ -63,6 +69,7 @@ const postgres: IdempotencyDialect = {
   claimReturnsRecord: true,
   claimReturnsAcquired: true,
   isolation: true,
+  defaultIsolationQuery: 'SHOW default_transaction_isolation',
   singleConnection: false,
   // The insert takes a new key; on a conflict it does nothing, so a replay locks no row and writes
   // nothing (no transaction id, no WAL flush), and the second branch reads the record in the same

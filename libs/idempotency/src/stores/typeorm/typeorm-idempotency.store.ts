@@ -121,6 +121,8 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
   private turns: Promise<unknown> = Promise.resolve();
   /** Transactional runs open or waiting for their turn. */
   private openTransactions = 0;
+  /** The isolation level of a transaction that sets none, once read (see `isolationToSet`). */
+  private defaultIsolation?: Promise<string | undefined>;
   /** SQLite: transactional runs and the store's statements take turns on the one connection. */
   private readonly transactionsTakeTurns: boolean;
   private purging?: Promise<number>;
@@ -263,7 +265,7 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
       const runner = this.dataSource.createQueryRunner();
       try {
         await runner.connect();
-        await runner.startTransaction(isolationLevel);
+        await runner.startTransaction(await this.isolationToSet(runner, isolationLevel));
         let result: T;
         try {
           result = await this.runIn(runner.manager, work);
@@ -279,6 +281,34 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
         await runner.release();
       }
     });
+  }
+
+  /**
+   * The isolation level to pass to `startTransaction`: none when the database would give the
+   * requested one anyway (PostgreSQL's default is READ COMMITTED), which saves TypeORM's separate
+   * `SET TRANSACTION` round trip. The database's default is read once, on the first transactional
+   * run (every connection of the pool has the same settings).
+   */
+  private async isolationToSet(
+    runner: QueryRunner,
+    requested: StoreTransactionOptions['isolationLevel'] | undefined,
+  ): Promise<StoreTransactionOptions['isolationLevel'] | undefined> {
+    const query = this.dialect.defaultIsolationQuery;
+    if (!requested || !query || this.dataSource.options.isolationLevel !== undefined) {
+      return requested;
+    }
+    this.defaultIsolation ??= runner.query(query).then(
+      (rows: Record<string, unknown>[]) =>
+        String(Object.values(rows[0] ?? {})[0] ?? '')
+          .replace(/-/g, ' ')
+          .toUpperCase(),
+      () => {
+        // Unknown this time (the connection failed?): set the level, and read it again next time.
+        this.defaultIsolation = undefined;
+        return undefined;
+      },
+    );
+    return (await this.defaultIsolation) === requested ? undefined : requested;
   }
 
   /** Runs `work` with `manager` as the transaction of `transactionalEntityManager()`. */
