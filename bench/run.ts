@@ -67,7 +67,7 @@ const SETTINGS = {
 /** Keys a replay scenario cycles through, all completed before it is measured. */
 const REPLAY_KEYS = 64;
 const PLATFORMS: Platform[] = ['express', 'fastify'];
-const KINDS: ServerKind[] = ['none', 'memory', 'redis', 'typeorm', 'peer', 'nest10'];
+const KINDS: ServerKind[] = ['none', 'memory', 'redis', 'typeorm', 'typeorm-tx', 'peer', 'nest10'];
 const FIRST_PORT = 4101;
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -204,7 +204,12 @@ function scenariosOf(servers: RunningServer[]): Scenario[] {
   const scenarios: Scenario[] = [];
   for (const server of servers) {
     const bare = server.spec.kind === 'none' || server.spec.kind === 'nest10';
-    const paths: Path[] = bare ? ['bare'] : ['execute', 'replay'];
+    // A transactional replay is the plain one (no transaction opens): only its execute is measured.
+    const paths: Path[] = bare
+      ? ['bare']
+      : server.spec.kind === 'typeorm-tx'
+        ? ['execute']
+        : ['execute', 'replay'];
     for (const path of paths) {
       scenarios.push({
         id: `${server.spec.name}-${path}`,
@@ -263,18 +268,37 @@ async function countRoundTrips(scenario: Scenario): Promise<void> {
       };
       return;
     }
-    case 'typeorm': {
+    case 'typeorm':
+    case 'typeorm-tx': {
       const counter = new PgTransactionCounter(databaseUrl('postgres'), BENCH_DB);
       await counter.open();
       try {
+        const statementsSent = () =>
+          fetch(`${scenario.server.url}/orders/statements`).then(
+            (r) => r.json() as Promise<Record<string, number>>,
+          );
         const before = await counter.settled();
+        const sentBefore = await statementsSent();
         const sent = await send(scenario.server.url, n, next);
+        const sentAfter = await statementsSent();
         const after = await counter.settled();
-        // Each request that ran the handler made one INSERT of its own; the rest is the store's.
-        const perRequest = (after - before - sent.executed) / n;
+        // The statements the app's DataSource sent (the handler's INSERT left out), by first word.
+        const byWord = Object.entries(sentAfter)
+          .map(([word, total]) => [word, (total - (sentBefore[word] ?? 0)) / n] as const)
+          .filter(([, perRequest]) => perRequest > 0);
+        const statements = byWord.reduce((sum, [, perRequest]) => sum + perRequest, 0);
+        const by = byWord
+          .map(([word, perRequest]) => `${word} ${perRequest.toFixed(2)}`)
+          .join(', ');
+        // On the server: transactions that ended. In plain mode the handler's INSERT is one of its
+        // own; in transactional mode it is inside the record's.
+        const transactions =
+          (after - before - (scenario.kind === 'typeorm' ? sent.executed : 0)) / n;
         scenario.roundTrips = {
-          perRequest,
-          detail: `${perRequest.toFixed(2)} statements`,
+          perRequest: statements,
+          detail:
+            `${statements.toFixed(2)} statements (${by}); ` +
+            `${transactions.toFixed(2)} transactions on the server`,
           check: expectPath(sent),
         };
       } finally {

@@ -3,7 +3,7 @@
  * small database write, on Express or Fastify, with or without nestjs-idempotency.
  *
  * Environment: BENCH_PORT, BENCH_PLATFORM (express | fastify), BENCH_STORE (none | memory | redis |
- * typeorm), BENCH_DATABASE_URL, BENCH_REDIS_URL, BENCH_REDIS_PREFIX, BENCH_CLIENT_NAME (Redis client
+ * typeorm | typeorm-tx: transactional mode, the handler's INSERT inside the record's transaction), BENCH_DATABASE_URL, BENCH_REDIS_URL, BENCH_REDIS_PREFIX, BENCH_CLIENT_NAME (Redis client
  * name, so the driver can find this server's connection), BENCH_TTL_MS, BENCH_SWEEP_MS.
  */
 import 'reflect-metadata';
@@ -28,9 +28,9 @@ import {
   MemoryIdempotencyStore,
 } from 'nestjs-idempotency';
 import { RedisIdempotencyStore } from 'nestjs-idempotency/redis';
-import { TypeOrmIdempotencyStore } from 'nestjs-idempotency/typeorm';
-import type { DataSource } from 'typeorm';
-import { type BenchOrder, OrdersDb } from '../common/orders-db';
+import { TypeOrmIdempotencyStore, transactionalEntityManager } from 'nestjs-idempotency/typeorm';
+import type { DataSource, Logger as TypeOrmLogger } from 'typeorm';
+import { type BenchOrder, ORDERS_TABLE, OrdersDb } from '../common/orders-db';
 
 const env = (name: string, fallback?: string): string => {
   const value = process.env[name] ?? fallback;
@@ -44,6 +44,25 @@ const PLATFORM = env('BENCH_PLATFORM', 'express');
 const STORE = env('BENCH_STORE', 'none');
 const DATABASE_URL = env('BENCH_DATABASE_URL');
 const TTL_MS = Number(env('BENCH_TTL_MS', String(10 * 60_000)));
+/**
+ * Statements the TypeORM DataSource sent, by their first word, the handler's own INSERT left out:
+ * what the store costs in round trips, counted where they leave (GET /orders/statements).
+ */
+const statements: Record<string, number> = {};
+const countingLogger: TypeOrmLogger = {
+  logQuery(query) {
+    if (!query.includes(ORDERS_TABLE)) {
+      const word = /^\s*(\w+)/.exec(query)?.[1]?.toUpperCase() ?? '?';
+      statements[word] = (statements[word] ?? 0) + 1;
+    }
+  },
+  logQueryError: () => undefined,
+  logQuerySlow: () => undefined,
+  logSchemaBuild: () => undefined,
+  logMigration: () => undefined,
+  log: () => undefined,
+};
+
 /** Added to the memory store's clock by GET /orders/clock, so the memory run expires keys at once. */
 let clockOffsetMs = 0;
 
@@ -60,7 +79,17 @@ class OrdersController {
   create(
     @Body() body: { customerId?: string; amount?: number; currency?: string },
   ): Promise<BenchOrder> {
-    return this.orders.create(body);
+    // In transactional mode the INSERT goes through the run's transaction (same statement).
+    const manager = transactionalEntityManager();
+    return manager
+      ? this.orders.create(body, (sql, params) => manager.query(sql, params))
+      : this.orders.create(body);
+  }
+
+  /** The statements the TypeORM DataSource sent so far, by first word (see `countingLogger`). */
+  @Get('statements')
+  statements(): Record<string, number> {
+    return { ...statements };
   }
 
   /** Moves the memory store's clock forward by `ms`: records expire as if that time had passed. */
@@ -112,13 +141,15 @@ function idempotencyModule(): DynamicModule[] {
       ];
     }
     case 'typeorm':
+    case 'typeorm-tx':
       return [
         TypeOrmModule.forRoot({
           type: 'postgres',
           url: DATABASE_URL,
-          // The driver has run the migration; a small pool, as for the handler's own writes.
-          extra: { max: 4, idleTimeoutMillis: 1_000 },
-          logging: false,
+          // The driver has run the migration; a small pool, as for the handler's own writes. In
+          // transactional mode the handler's INSERT uses this pool, not its own: twice the size.
+          extra: { max: STORE === 'typeorm-tx' ? 8 : 4, idleTimeoutMillis: 1_000 },
+          logger: countingLogger,
         }),
         IdempotencyModule.forRootAsync({
           inject: [getDataSourceToken()],
@@ -126,6 +157,7 @@ function idempotencyModule(): DynamicModule[] {
             ttl: TTL_MS,
             // No purge during the run, so that statement counts are the requests' own.
             store: new TypeOrmIdempotencyStore({ dataSource, purgeIntervalMs: 0 }),
+            transaction: STORE === 'typeorm-tx',
           }),
         }),
       ];

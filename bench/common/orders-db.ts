@@ -33,18 +33,19 @@ export class OrdersDb {
     this.pool = new Pool({ connectionString: url, max: 4, idleTimeoutMillis: 1_000 });
   }
 
-  async create(input: {
-    customerId?: unknown;
-    amount?: unknown;
-    currency?: unknown;
-  }): Promise<BenchOrder> {
+  /** `query`: where the INSERT runs (by default the pool; a transaction's manager in the app). */
+  async create(
+    input: { customerId?: unknown; amount?: unknown; currency?: unknown },
+    query?: (sql: string, params: unknown[]) => Promise<{ id: string; created_at: Date }[]>,
+  ): Promise<BenchOrder> {
     const customerId = String(input.customerId ?? 'anonymous');
     const amount = Number(input.amount ?? 0);
     const currency = String(input.currency ?? 'EUR');
-    const { rows } = await this.pool.query<{ id: string; created_at: Date }>(
-      `INSERT INTO ${ORDERS_TABLE} (customer_id, amount, currency) VALUES ($1, $2, $3) RETURNING id, created_at`,
-      [customerId, amount, currency],
-    );
+    const sql = `INSERT INTO ${ORDERS_TABLE} (customer_id, amount, currency) VALUES ($1, $2, $3) RETURNING id, created_at`;
+    const params = [customerId, amount, currency];
+    const rows = query
+      ? await query(sql, params)
+      : (await this.pool.query<{ id: string; created_at: Date }>(sql, params)).rows;
     return {
       id: rows[0].id,
       customerId,

@@ -60,6 +60,7 @@ const STORE_LABEL: Record<ServerKind, string> = {
   memory: 'nestjs-idempotency, memory store',
   redis: 'nestjs-idempotency, Redis store',
   typeorm: 'nestjs-idempotency, TypeORM store on PostgreSQL',
+  'typeorm-tx': 'nestjs-idempotency, TypeORM store on PostgreSQL, transactional mode',
   peer: 'peer: @node-idempotency/nestjs, Redis',
   nest10: "bare handler on Nest 10 (the peer's framework)",
 };
@@ -97,6 +98,9 @@ function floorOf(measured: Measured): string {
       return '0';
     case 'typeorm':
       return measured.path === 'replay' ? '1 statement' : '2 statements';
+    case 'typeorm-tx':
+      // The claim, then BEGIN, the completion and COMMIT around the handler's work.
+      return '4 statements';
     default:
       return measured.path === 'replay' ? '1' : '2';
   }
@@ -171,6 +175,30 @@ export function renderReport(report: Report): string {
     lines.push('');
   }
 
+  const txRows = platforms.flatMap((platform) => {
+    const plain = find(platform, 'typeorm', 'execute');
+    const tx = find(platform, 'typeorm-tx', 'execute');
+    if (!plain || !tx) {
+      return [];
+    }
+    const a = summarize(plain);
+    const b = summarize(tx);
+    return [
+      `| ${platform} | ${fixed(a.rps)} | ${fixed(b.rps)} | ${fixed(b.rps / a.rps, 2)} | ` +
+        `${fixed(a.cpuUs)} | ${fixed(b.cpuUs)} | ${plain.roundTrips?.detail ?? '-'} | ${tx.roundTrips?.detail ?? '-'} |`,
+    ];
+  });
+  if (txRows.length > 0) {
+    lines.push('## Transactional mode against plain, TypeORM on PostgreSQL, new key');
+    lines.push('');
+    lines.push(
+      '| platform | plain req/s | transactional req/s | ratio | plain CPU µs | transactional CPU µs | plain statements | transactional statements |',
+    );
+    lines.push('| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |');
+    lines.push(...txRows);
+    lines.push('');
+  }
+
   lines.push('## Targets');
   lines.push('');
   lines.push(`| target | ${platforms.join(' | ')} | met |`);
@@ -193,6 +221,11 @@ export function renderReport(report: Report): string {
   target('Redis execute: round trips = 2', trips('redis', 'execute'), (v) => v <= 2);
   target('PostgreSQL replay: statements = 1', trips('typeorm', 'replay'), (v) => v <= 1);
   target('PostgreSQL execute: statements <= 2', trips('typeorm', 'execute'), (v) => v <= 2);
+  target(
+    'PostgreSQL transactional execute: statements more than plain <= 1',
+    (p) => trips('typeorm-tx', 'execute')(p) - trips('typeorm', 'execute')(p),
+    (v) => v <= 1,
+  );
   target(
     'Redis execute >= 0.80 x bare',
     (p) => ratio(p, 'redis', 'execute'),
@@ -271,12 +304,21 @@ export function renderReport(report: Report): string {
       'per scenario, after the timed rounds. Redis: `MONITOR`, keeping only commands from the ' +
       "app's own connection (found by its client name), so other users of the shared Redis do " +
       'not count and commands run inside a Lua script (shown as `lua`) are not round trips; ' +
-      '`INFO commandstats` is server-wide and would count them. PostgreSQL: `pg_stat_statements` ' +
-      'is not loaded on this server (it needs `shared_preload_libraries` and a restart), so the ' +
-      "count is the delta of `xact_commit + xact_rollback - sessions` of the benchmark's own " +
-      'database in `pg_stat_database` (every statement outside a transaction is one transaction, ' +
-      'and so is the start of a session), minus one INSERT per request that ran the handler; the ' +
-      'apps close idle connections after a second, which makes PostgreSQL report the figures.',
+      '`INFO commandstats` is server-wide and would count them. PostgreSQL: the statements are ' +
+      "those the app's TypeORM DataSource sent (a logger counts them by first word; the claim is " +
+      "a `WITH` statement), the handler's own INSERT left out. They are checked on the server, " +
+      'where `pg_stat_statements` is not loaded (it needs `shared_preload_libraries` and a ' +
+      "restart): the delta of `xact_commit + xact_rollback - sessions` of the benchmark's own " +
+      'database in `pg_stat_database` counts the transactions that ended (every statement outside ' +
+      "a transaction is one, and so is the start of a session), minus the handler's own INSERT " +
+      'in plain mode; the apps close idle connections after a second, which makes PostgreSQL ' +
+      'report the figures.',
+  );
+  lines.push(
+    '- Transactional mode (`transaction: true`): the handler makes the same INSERT through ' +
+      "`transactionalEntityManager()`, inside the record's transaction, on the TypeORM pool " +
+      '(8 connections, where plain mode has 4 for the store and 4 for the handler). Its replay ' +
+      'opens no transaction and is the plain replay, so only its execute path is measured.',
   );
   lines.push(
     '- "checked" says how those requests were answered: every execute request must have run ' +

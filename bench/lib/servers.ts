@@ -5,9 +5,10 @@ import { join } from 'node:path';
 export type Platform = 'express' | 'fastify';
 /**
  * `none`: the bare handler; `peer`: @node-idempotency/nestjs on Redis (bench/peer, Nest 10);
- * `nest10`: the bare handler on the peer's Nest 10.
+ * `nest10`: the bare handler on the peer's Nest 10; `typeorm-tx`: the TypeORM store in transactional
+ * mode, the handler's INSERT inside the record's transaction.
  */
-export type ServerKind = 'none' | 'memory' | 'redis' | 'typeorm' | 'peer' | 'nest10';
+export type ServerKind = 'none' | 'memory' | 'redis' | 'typeorm' | 'typeorm-tx' | 'peer' | 'nest10';
 
 export interface ServerSpec {
   name: string;
