@@ -1,25 +1,33 @@
-import { type Type, RequestMethod } from '@nestjs/common';
-import { METHOD_METADATA } from '@nestjs/common/constants';
+import { type Type, HttpStatus, RequestMethod } from '@nestjs/common';
+import { HTTP_CODE_METADATA, METHOD_METADATA } from '@nestjs/common/constants';
 import { ModulesContainer, Reflector } from '@nestjs/core';
 import { DEFAULT_METHODS, mergedOptions } from '../idempotent-handlers';
 import { DEFAULT_IDEMPOTENCY_HEADER, PROBLEM_CONTENT_TYPE } from '../../idempotency.constants';
 import { IdempotencyErrorCode } from '../../idempotency.errors';
 import type { IdempotencyModuleOptions, IdempotentOptions } from '../../idempotency.options';
 
-/** The two decorators of @nestjs/swagger used here (typed locally: the package is optional). */
+/** What is used here of @nestjs/swagger (typed locally: the package is optional). */
 interface SwaggerDecorators {
+  DECORATORS: { API_RESPONSE: string };
   ApiHeader(options: {
     name: string;
     required: boolean;
     description: string;
     schema: Record<string, unknown>;
   }): MethodDecorator;
-  ApiResponse(options: {
-    status: number;
-    description: string;
-    content: Record<string, { schema: Record<string, unknown> }>;
-  }): MethodDecorator;
+  ApiResponse(options: ResponseOptions): MethodDecorator;
 }
+
+/** The options of `@ApiResponse()` used here, and those the CLI plugin's metadata may add. */
+interface ResponseOptions {
+  status: number;
+  description?: string;
+  content?: Record<string, { schema: Record<string, unknown> }>;
+  [option: string]: unknown;
+}
+
+/** The static method where `SwaggerModule.loadPluginMetadata()` puts the CLI plugin's metadata. */
+const PLUGIN_METADATA_FACTORY = '_OPENAPI_METADATA_FACTORY';
 
 const NEVER_PROTECTED = new Set(['GET', 'HEAD', 'OPTIONS']);
 /** Handlers documented already; a decorator applied twice would list the header twice. */
@@ -72,7 +80,13 @@ export async function documentIdempotentRoutes(
           continue;
         }
         documented.add(handler);
-        for (const decorator of decoratorsFor(swagger, merged)) {
+        // Before any decorator: swagger documents its default success response only when the
+        // handler declares no response at all.
+        const success = successResponse(swagger, controller, name, handler);
+        for (const decorator of [
+          ...(success ? [swagger.ApiResponse(success)] : []),
+          ...decoratorsFor(swagger, merged),
+        ]) {
           decorator(controller.prototype, name, descriptor!);
         }
         count++;
@@ -101,16 +115,103 @@ function coveredOptions(
   return covered ? merged.options : undefined;
 }
 
+/**
+ * The success response @nestjs/swagger would document for this handler by itself, which any
+ * `@ApiResponse()` hides (`exploreApiResponseMetadata` in its `explorers/api-response.explorer.js`
+ * falls back to it only when the handler has no response metadata): none when the handler declares
+ * a response of its own, else the CLI plugin's response when its metadata is loaded (with the
+ * schema of the return type), else `{ description: '' }` under the `@HttpCode()` status, or 201
+ * for POST and 200 for the other methods.
+ */
+function successResponse(
+  swagger: SwaggerDecorators,
+  controller: Type,
+  name: string,
+  handler: object,
+): ResponseOptions | undefined {
+  if (Reflect.getMetadata(swagger.DECORATORS.API_RESPONSE, handler) !== undefined) {
+    return undefined;
+  }
+  const httpCode = Reflect.getMetadata(HTTP_CODE_METADATA, handler) as number | undefined;
+  const verb = Reflect.getMetadata(METHOD_METADATA, handler) as RequestMethod | undefined;
+  const status = httpCode || (verb === RequestMethod.POST ? HttpStatus.CREATED : HttpStatus.OK);
+  const plugin = pluginResponse(controller, name);
+  return plugin
+    ? { ...plugin, status: (plugin.status as number | undefined) ?? status }
+    : { status, description: '' };
+}
+
+/**
+ * The response the CLI plugin's metadata (`SwaggerModule.loadPluginMetadata()`) gives this handler,
+ * read as swagger's `applyMetadataFactory` reads it: from the class nearest in the chain that has
+ * any, without the operation's own keys. Metadata loaded after the application is created comes
+ * too late for this, and swagger then keeps the responses documented here.
+ */
+function pluginResponse(controller: Type, name: string): Record<string, unknown> | undefined {
+  type Factory = () => Record<string, Record<string, unknown> | undefined>;
+  let prototype = controller.prototype as object | null;
+  while (prototype && prototype !== Object.prototype) {
+    const factory = (prototype.constructor as unknown as Record<string, unknown> | undefined)?.[
+      PLUGIN_METADATA_FACTORY
+    ];
+    if (typeof factory === 'function') {
+      const entry = (factory as Factory)()[name] ?? {};
+      const { summary: _summary, deprecated: _deprecated, tags: _tags, ...response } = entry;
+      if (Object.keys(response).length > 0) {
+        return response;
+      }
+    }
+    prototype = Reflect.getPrototypeOf(prototype);
+  }
+  return undefined;
+}
+
 function decoratorsFor(swagger: SwaggerDecorators, options: IdempotentOptions): MethodDecorator[] {
   const headerName = options.headerName ?? DEFAULT_IDEMPOTENCY_HEADER;
   const required = options.required ?? true;
   const fromHeader = options.key === undefined || options.key === 'header';
-  const problem = (status: number, description: string, codes: string[]) =>
-    swagger.ApiResponse({
-      status,
-      description,
-      content: { [PROBLEM_CONTENT_TYPE]: { schema: problemSchema(codes) } },
-    });
+  const problems: { status: number; description: string; codes: string[] }[] = [
+    ...(fromHeader
+      ? [
+          {
+            status: 400,
+            description: `The ${headerName} header is ${required ? 'missing or ' : ''}invalid.`,
+            codes: [
+              ...(required ? [IdempotencyErrorCode.KeyMissing] : []),
+              IdempotencyErrorCode.KeyInvalid,
+              ...(options.fingerprint === undefined
+                ? [IdempotencyErrorCode.FingerprintFailed]
+                : []),
+            ],
+          },
+        ]
+      : []),
+    {
+      status: 409,
+      description:
+        'A request with this idempotency key is still being processed (retry after `Retry-After` seconds), or it was processed but its response cannot be replayed.',
+      codes: [IdempotencyErrorCode.RequestInProgress, IdempotencyErrorCode.ResponseNotReplayable],
+    },
+    {
+      status: options.mismatchStatus ?? 422,
+      description: 'This idempotency key was already used for a different payload.',
+      codes: [IdempotencyErrorCode.KeyReused],
+    },
+    {
+      status: 503,
+      description: 'The idempotency store is unavailable; the request was not processed.',
+      codes: [IdempotencyErrorCode.StoreUnavailable],
+    },
+  ];
+  // One response per status: two `@ApiResponse()` of one status merge their descriptions, but the
+  // second one's content replaces the first's (`mismatchStatus: 409` would lose the 409's codes).
+  const byStatus = new Map<number, { descriptions: string[]; codes: string[] }>();
+  for (const { status, description, codes } of problems) {
+    const entry = byStatus.get(status) ?? { descriptions: [], codes: [] };
+    entry.descriptions.push(description);
+    entry.codes.push(...codes.filter((code) => !entry.codes.includes(code)));
+    byStatus.set(status, entry);
+  }
   return [
     ...(fromHeader
       ? [
@@ -121,33 +222,24 @@ function decoratorsFor(swagger: SwaggerDecorators, options: IdempotentOptions): 
               'A unique key for this operation (e.g. a UUID), as a bare token or a quoted string. A retry with the same key and payload replays the first response with `Idempotent-Replayed: true`; the operation runs once.',
             schema: { type: 'string', minLength: 1, maxLength: 255 },
           }),
-          problem(400, `The ${headerName} header is ${required ? 'missing or ' : ''}invalid.`, [
-            ...(required ? [IdempotencyErrorCode.KeyMissing] : []),
-            IdempotencyErrorCode.KeyInvalid,
-            ...(options.fingerprint === undefined ? [IdempotencyErrorCode.FingerprintFailed] : []),
-          ]),
         ]
       : []),
-    problem(
-      409,
-      'A request with this idempotency key is still being processed (retry after `Retry-After` seconds), or it was processed but its response cannot be replayed.',
-      [IdempotencyErrorCode.RequestInProgress, IdempotencyErrorCode.ResponseNotReplayable],
+    ...[...byStatus].map(([status, { descriptions, codes }]) =>
+      swagger.ApiResponse({
+        status,
+        description: descriptions.join('\n\n'),
+        content: { [PROBLEM_CONTENT_TYPE]: { schema: problemSchema(codes) } },
+      }),
     ),
-    problem(
-      options.mismatchStatus ?? 422,
-      'This idempotency key was already used for a different payload.',
-      [IdempotencyErrorCode.KeyReused],
-    ),
-    problem(503, 'The idempotency store is unavailable; the request was not processed.', [
-      IdempotencyErrorCode.StoreUnavailable,
-    ]),
   ];
 }
 
 async function loadSwagger(): Promise<SwaggerDecorators | undefined> {
   try {
     const swagger = (await import('@nestjs/swagger')) as unknown as Partial<SwaggerDecorators>;
-    return typeof swagger.ApiHeader === 'function' && typeof swagger.ApiResponse === 'function'
+    return typeof swagger.ApiHeader === 'function' &&
+      typeof swagger.ApiResponse === 'function' &&
+      typeof swagger.DECORATORS?.API_RESPONSE === 'string'
       ? (swagger as SwaggerDecorators)
       : undefined;
   } catch {
