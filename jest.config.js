@@ -17,6 +17,7 @@ module.exports = {
   },
   moduleNameMapper: {
     '^nestjs-idempotency/testing$': '<rootDir>/libs/idempotency/src/testing',
+    '^nestjs-idempotency/store$': '<rootDir>/libs/idempotency/src/stores',
     '^nestjs-idempotency/(redis|typeorm)$': '<rootDir>/libs/idempotency/src/stores/$1',
     '^nestjs-idempotency$': '<rootDir>/libs/idempotency/src',
   },

@@ -6,7 +6,14 @@ import type {
 } from '../stores/idempotency-store';
 
 /** How {@link describeIdempotencyStoreContract} reaches the store under test. */
-export interface IdempotencyStoreContractOptions<S extends IdempotencyStore = IdempotencyStore> {
+/**
+ * `S` is the type of the store under test and `P` that of its peers (by default the same), so
+ * that `destroy` receives the user's own store type: `destroy: (store) => store.close()`.
+ */
+export interface IdempotencyStoreContractOptions<
+  S extends IdempotencyStore = IdempotencyStore,
+  P extends IdempotencyStore = S,
+> {
   /** Creates the store the suite runs against; called once, before the suite. */
   create: () => S | Promise<S>;
   /**
@@ -15,9 +22,9 @@ export interface IdempotencyStoreContractOptions<S extends IdempotencyStore = Id
    * with `destroy` after the suite.
    * @default the store itself
    */
-  createPeer?: (store: S) => IdempotencyStore | Promise<IdempotencyStore>;
+  createPeer?: (store: S) => P | Promise<P>;
   /** Closes a store or peer after the suite. */
-  destroy?: (store: IdempotencyStore) => void | Promise<void>;
+  destroy?: (store: S | P) => void | Promise<void>;
   /**
    * Moves the store's clock forward by `ms`. Stores with an injectable clock pass a function that
    * advances it; the default sleeps for real, which is why every duration in the suite is short.
@@ -61,15 +68,15 @@ const sampleResponse = (): StoredResponse => ({
  *
  * @example
  * describeIdempotencyStoreContract('RedisIdempotencyStore', {
- *   create: () => new RedisIdempotencyStore({ client: 'redis://127.0.0.1:6379' }),
- *   createPeer: () => new RedisIdempotencyStore({ client: 'redis://127.0.0.1:6379' }),
- *   destroy: (store) => (store as RedisIdempotencyStore).close(),
+ *   create: () => new RedisIdempotencyStore({ client: { host: '127.0.0.1', port: 6379 } }),
+ *   createPeer: () => new RedisIdempotencyStore({ client: { host: '127.0.0.1', port: 6379 } }),
+ *   destroy: (store) => store.close(),
  * });
  */
-export function describeIdempotencyStoreContract<S extends IdempotencyStore>(
-  name: string,
-  options: IdempotencyStoreContractOptions<S>,
-): void {
+export function describeIdempotencyStoreContract<
+  S extends IdempotencyStore,
+  P extends IdempotencyStore = S,
+>(name: string, options: IdempotencyStoreContractOptions<S, P>): void {
   const concurrency = options.concurrency ?? 32;
   const leaseMs = options.leaseMs ?? 200;
   const longMs = 60_000;
@@ -77,7 +84,7 @@ export function describeIdempotencyStoreContract<S extends IdempotencyStore>(
 
   describe(`${name} (IdempotencyStore contract)`, () => {
     let store: S;
-    const peers: IdempotencyStore[] = [];
+    const peers: (S | P)[] = [];
 
     beforeAll(async () => {
       store = await options.create();
@@ -87,7 +94,7 @@ export function describeIdempotencyStoreContract<S extends IdempotencyStore>(
     });
 
     afterAll(async () => {
-      for (const handle of new Set<IdempotencyStore>([...peers, store])) {
+      for (const handle of new Set<S | P>([...peers, store])) {
         await options.destroy?.(handle);
       }
     });
