@@ -4,10 +4,12 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { RedisIdempotencyStore } from 'nestjs-idempotency/redis';
 import { describeIdempotencyStoreContract } from 'nestjs-idempotency/testing';
+import { OwnRedis, describeWithRedisServer } from '../utils/redis-server';
 import { describeWithServer } from '../utils/services';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const describeRedis = await describeWithServer('Redis', REDIS_URL);
+const describeOwnRedis = describeWithRedisServer();
 /** Keeps this run's keys apart from other runs on the same Redis. */
 const keyPrefix = `idempotency-test:${randomUUID()}:`;
 
@@ -84,6 +86,98 @@ describeRedis('RedisIdempotencyStore on standalone Redis', () => {
       } finally {
         error.mockRestore();
       }
+    });
+  });
+
+  describe('a Redis URL as the first argument', () => {
+    describeOwnRedis('on a Redis of its own', () => {
+      let own: OwnRedis;
+      beforeAll(async () => {
+        own = await OwnRedis.start();
+        await own.admin.call('ACL', 'SETUSER', 'idem', 'on', '>s3cret', '~*', '&*', '+@all');
+      });
+      afterAll(() => own?.destroy());
+
+      it('connects to the host, port, user and database of the URL, with the options given after it', async () => {
+        const store = new RedisIdempotencyStore(`redis://idem:s3cret@127.0.0.1:${own.port}/3`, {
+          keyPrefix,
+        });
+        const key = randomUUID();
+        const recordKey = `${keyPrefix}{${key}}`;
+        const db3 = new Redis(`${own.url}/3`);
+        const standard = new Redis(REDIS_URL);
+        try {
+          await store.claim({ key, fingerprint: null, ownerToken: 'o', leaseMs: 5_000 });
+          expect(await store.client.call('ACL', 'WHOAMI')).toBe('idem');
+          expect(await db3.exists(recordKey)).toBe(1);
+          expect(await own.admin.exists(recordKey)).toBe(0);
+          expect(await standard.exists(recordKey)).toBe(0);
+        } finally {
+          await db3.quit();
+          await standard.quit();
+        }
+        // The store created that client, so it closes it.
+        await store.close();
+        expect(store.client.status).toBe('end');
+      });
+    });
+
+    it('keeps records in the database of the URL, under the default prefix', async () => {
+      const url = new URL(REDIS_URL);
+      url.pathname = '/5';
+      const store = new RedisIdempotencyStore(url.toString());
+      const key = randomUUID();
+      const recordKey = `idempotency:{${key}}`;
+      const db5 = new Redis(url.toString());
+      url.pathname = '/0';
+      const db0 = new Redis(url.toString());
+      try {
+        await store.claim({ key, fingerprint: null, ownerToken: 'o', leaseMs: 5_000 });
+        expect(await db5.exists(recordKey)).toBe(1);
+        expect(await db0.exists(recordKey)).toBe(0);
+        await store.onModuleDestroy();
+        expect(store.client.status).toBe('end');
+      } finally {
+        await db5.del(recordKey);
+        await db5.quit();
+        await db0.quit();
+        await store.close();
+      }
+    });
+
+    it('takes rediss:// (TLS) URLs', async () => {
+      const error = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+      try {
+        const store = new RedisIdempotencyStore('rediss://127.0.0.1:1', { keyPrefix });
+        expect((store.client as Redis).options).toMatchObject({ host: '127.0.0.1', port: 1 });
+        expect((store.client as Redis).options.tls).toBeDefined();
+        await store.close();
+      } finally {
+        error.mockRestore();
+      }
+    });
+
+    it.each<[string, unknown[]]>([
+      ['a number', [6379]],
+      ['an empty string', ['']],
+      ['a host and port without a scheme', ['127.0.0.1:6379']],
+      ['a URL of another scheme', ['http://user:hunter2@127.0.0.1:6379']],
+      ['null', [null]],
+      ['an ioredis client (not inside options)', [{ defineCommand: () => undefined }]],
+      [
+        'a URL followed by options with a client',
+        ['redis://127.0.0.1:6379', { client: REDIS_URL }],
+      ],
+      ['a URL followed by a non-object', ['redis://127.0.0.1:6379', 'idempotency:']],
+      ['an options object followed by more options', [{ client: REDIS_URL }, { keyPrefix }]],
+    ])('throws at construction for %s, naming the accepted forms', (_, args) => {
+      const construct = () =>
+        new (RedisIdempotencyStore as new (...args: unknown[]) => RedisIdempotencyStore)(...args);
+      expect(construct).toThrow(
+        /^nestjs-idempotency: RedisIdempotencyStore takes a redis:\/\/ or rediss:\/\/ URL .* or an options object /,
+      );
+      // A password in a rejected string is not repeated in the message (it may end up in logs).
+      expect(construct).not.toThrow(/hunter2/);
     });
   });
 });

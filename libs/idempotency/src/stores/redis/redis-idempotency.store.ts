@@ -15,7 +15,8 @@ export interface RedisIdempotencyStoreOptions {
   /**
    * The Redis to use: an ioredis `Redis` or `Cluster` instance (the store leaves it open on close),
    * or a URL / `RedisOptions` / `{ nodes, options }` for a Cluster, from which the store creates a
-   * client of its own and closes it on shutdown.
+   * client of its own and closes it on shutdown. A URL may also come first, before the other
+   * options: `new RedisIdempotencyStore('redis://user:password@host:6379/2', { keyPrefix })`.
    * @default 'redis://127.0.0.1:6379'
    */
   client?:
@@ -97,6 +98,11 @@ type ScriptedClient = (Redis | Cluster) & IdempotencyCommands;
  * A Redis error or timeout is thrown, so the interceptor answers 503 (fail closed).
  *
  * @example
+ * // A URL, redis:// or rediss:// (TLS), with user, password and database as ioredis reads them:
+ * new RedisIdempotencyStore('redis://127.0.0.1:6379')
+ * new RedisIdempotencyStore('rediss://app:secret@redis.internal:6380/2', { keyPrefix: 'orders:' })
+ * // Options, whose client may also be the app's own ioredis Redis or Cluster:
+ * new RedisIdempotencyStore({ client: redis, keyPrefix: 'orders:' })
  * IdempotencyModule.forRoot({ store: new RedisIdempotencyStore({ client: process.env.REDIS_URL }) })
  */
 export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleDestroy {
@@ -107,8 +113,24 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
   private readonly logger = new Logger('RedisIdempotencyStore');
   private readonly keyPrefix: string;
 
-  constructor(options: RedisIdempotencyStoreOptions = {}) {
+  /**
+   * @param url A `redis://` or `rediss://` URL, e.g. `redis://user:password@host:6379/2`, passed to
+   * ioredis as it is; the same as `{ client: url, ...options }`.
+   * @param options The options other than `client`.
+   * @throws Error when the first argument is neither such a URL nor an options object.
+   * @example new RedisIdempotencyStore('redis://127.0.0.1:6379/2', { keyPrefix: 'orders:' })
+   */
+  constructor(url: string, options?: Omit<RedisIdempotencyStoreOptions, 'client'>);
+  /**
+   * @example new RedisIdempotencyStore({ client: 'redis://127.0.0.1:6379/2', keyPrefix: 'orders:' })
+   */
+  constructor(options?: RedisIdempotencyStoreOptions);
+  constructor(
+    urlOrOptions: string | RedisIdempotencyStoreOptions = {},
+    urlOptions?: Omit<RedisIdempotencyStoreOptions, 'client'>,
+  ) {
     super();
+    const options = storeOptions(urlOrOptions, urlOptions);
     const { client = 'redis://127.0.0.1:6379', keyPrefix = 'idempotency:' } = options;
     const commandTimeout = options.commandTimeoutMs ?? 2_000;
     this.owned = !isClient(client);
@@ -231,6 +253,56 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
   private redisKey(key: string): string {
     return `${this.keyPrefix}{${key}}`;
   }
+}
+
+/** The schemes ioredis reads as a URL (it matches them the same way). */
+const REDIS_URL = /^rediss?:\/\//i;
+
+/**
+ * The options of `new RedisIdempotencyStore(url, options?)` or `(options?)`. Anything else is
+ * refused here, before any connection: it used to be read as an empty options object, and the
+ * store silently connected to 127.0.0.1:6379.
+ */
+function storeOptions(first: unknown, second: unknown): RedisIdempotencyStoreOptions {
+  if (typeof first === 'string' && REDIS_URL.test(first)) {
+    if (second === undefined) {
+      return { client: first };
+    }
+    if (isOptions(second) && second.client === undefined) {
+      return { ...second, client: first };
+    }
+  } else if (isOptions(first) && second === undefined) {
+    return first;
+  }
+  throw new Error(
+    `nestjs-idempotency: RedisIdempotencyStore takes a redis:// or rediss:// URL (optionally followed by options other than "client") or an options object ({ client, keyPrefix, commandTimeoutMs }); got ${describeArguments(first, second)}.`,
+  );
+}
+
+function isOptions(value: unknown): value is RedisIdempotencyStoreOptions {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && !isClient(value);
+}
+
+/** What was passed, for the error, without repeating a string: it may hold a password. */
+function describeArguments(first: unknown, second: unknown): string {
+  const after = typeof second === 'string' ? 'a string' : describeValue(second);
+  if (typeof first === 'string' && REDIS_URL.test(first)) {
+    return `a URL followed by ${isOptions(second) ? 'options with a "client"' : after}`;
+  }
+  return isOptions(first) ? `an options object followed by ${after}` : describeValue(first);
+}
+
+function describeValue(value: unknown): string {
+  if (typeof value === 'string') {
+    return value === '' ? 'an empty string' : 'a string that is not a redis:// or rediss:// URL';
+  }
+  if (isClient(value)) {
+    return 'an ioredis client (pass it as { client })';
+  }
+  if (isOptions(value)) {
+    return 'another options object';
+  }
+  return value === null ? 'null' : Array.isArray(value) ? 'an array' : `a ${typeof value}`;
 }
 
 /** A client from another copy of ioredis fails `instanceof`, so look at its shape instead. */
