@@ -56,7 +56,9 @@ export interface TypeOrmIdempotencyStoreOptions {
  */
 export interface IdempotencyTransactionHost {
   withTransaction<R>(
-    options: { isolationLevel?: StoreTransactionOptions['isolationLevel'] },
+    // A string, not the library's level type: the adapter takes TypeORM's `IsolationLevel`
+    // (with SNAPSHOT), and its option is not optional. The store passes its own levels only.
+    options: { isolationLevel?: string },
     fn: () => Promise<R>,
   ): Promise<R>;
   readonly tx: EntityManager;
