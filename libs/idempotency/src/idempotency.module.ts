@@ -25,8 +25,11 @@ const IDEMPOTENCY_OPENAPI = Symbol('IDEMPOTENCY_OPENAPI');
  * @example
  * IdempotencyModule.forRoot({ ttl: '24h' })
  * IdempotencyModule.forRootAsync({
+ *   imports: [ConfigModule],
  *   inject: [ConfigService],
- *   useFactory: (config: ConfigService) => ({ store: new RedisIdempotencyStore(config.get('REDIS_URL')) }),
+ *   useFactory: (config: ConfigService) => ({
+ *     store: new RedisIdempotencyStore(config.getOrThrow<string>('REDIS_URL')),
+ *   }),
  * })
  */
 @Module({
