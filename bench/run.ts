@@ -235,6 +235,11 @@ async function countRoundTrips(scenario: Scenario): Promise<void> {
       ? `${n}/${n} ${scenario.path === 'replay' ? 'replayed' : 'ran the handler'}`
       : `unexpected: ${sent.executed} ran, ${sent.replayed} replayed, ${sent.failed} failed`;
   };
+  /** `EVALSHA 1.00, ...`: each command's (or statement's) count per request. */
+  const perRequestOf = (counts: Record<string, number>): string =>
+    Object.entries(counts)
+      .map(([name, calls]) => `${name} ${(calls / n).toFixed(2)}`)
+      .join(', ');
   switch (scenario.kind) {
     case 'none':
     case 'nest10':
@@ -258,12 +263,9 @@ async function countRoundTrips(scenario: Scenario): Promise<void> {
         },
       );
       const perRequest = count.commands / n;
-      const by = Object.entries(count.byCommand)
-        .map(([name, calls]) => `${name} ${(calls / n).toFixed(2)}`)
-        .join(', ');
       scenario.roundTrips = {
         perRequest,
-        detail: `${perRequest.toFixed(2)} (${by})`,
+        detail: `${perRequest.toFixed(2)} (${perRequestOf(count.byCommand)})`,
         check: sent ? expectPath(sent) : 'no requests',
       };
       return;
@@ -283,13 +285,12 @@ async function countRoundTrips(scenario: Scenario): Promise<void> {
         const sentAfter = await statementsSent();
         const after = await counter.settled();
         // The statements the app's DataSource sent (the handler's INSERT left out), by first word.
-        const byWord = Object.entries(sentAfter)
-          .map(([word, total]) => [word, (total - (sentBefore[word] ?? 0)) / n] as const)
-          .filter(([, perRequest]) => perRequest > 0);
-        const statements = byWord.reduce((sum, [, perRequest]) => sum + perRequest, 0);
-        const by = byWord
-          .map(([word, perRequest]) => `${word} ${perRequest.toFixed(2)}`)
-          .join(', ');
+        const byWord = Object.fromEntries(
+          Object.entries(sentAfter)
+            .map(([word, total]) => [word, total - (sentBefore[word] ?? 0)] as const)
+            .filter(([, calls]) => calls > 0),
+        );
+        const statements = Object.values(byWord).reduce((sum, calls) => sum + calls, 0) / n;
         // On the server: transactions that ended. In plain mode the handler's INSERT is one of its
         // own; in transactional mode it is inside the record's.
         const transactions =
@@ -297,7 +298,7 @@ async function countRoundTrips(scenario: Scenario): Promise<void> {
         scenario.roundTrips = {
           perRequest: statements,
           detail:
-            `${statements.toFixed(2)} statements (${by}); ` +
+            `${statements.toFixed(2)} statements (${perRequestOf(byWord)}); ` +
             `${transactions.toFixed(2)} transactions on the server`,
           check: expectPath(sent),
         };

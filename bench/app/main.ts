@@ -3,8 +3,9 @@
  * small database write, on Express or Fastify, with or without nestjs-idempotency.
  *
  * Environment: BENCH_PORT, BENCH_PLATFORM (express | fastify), BENCH_STORE (none | memory | redis |
- * typeorm | typeorm-tx: transactional mode, the handler's INSERT inside the record's transaction), BENCH_DATABASE_URL, BENCH_REDIS_URL, BENCH_REDIS_PREFIX, BENCH_CLIENT_NAME (Redis client
- * name, so the driver can find this server's connection), BENCH_TTL_MS, BENCH_SWEEP_MS.
+ * typeorm | typeorm-tx: transactional mode, the handler's INSERT inside the record's transaction),
+ * BENCH_DATABASE_URL, BENCH_REDIS_URL, BENCH_REDIS_PREFIX, BENCH_CLIENT_NAME (Redis client name, so
+ * the driver can find this server's connection), BENCH_TTL_MS, BENCH_SWEEP_MS.
  */
 import 'reflect-metadata';
 import {

@@ -10,6 +10,9 @@ export interface BenchOrder {
   createdAt: Date;
 }
 
+/** What the handler's INSERT ... RETURNING answers. */
+type InsertedRow = { id: string; created_at: Date };
+
 /** The table the handler writes to, in the benchmark's own database. */
 export const ORDERS_TABLE = 'bench_orders';
 
@@ -36,7 +39,7 @@ export class OrdersDb {
   /** `query`: where the INSERT runs (by default the pool; a transaction's manager in the app). */
   async create(
     input: { customerId?: unknown; amount?: unknown; currency?: unknown },
-    query?: (sql: string, params: unknown[]) => Promise<{ id: string; created_at: Date }[]>,
+    query?: (sql: string, params: unknown[]) => Promise<InsertedRow[]>,
   ): Promise<BenchOrder> {
     const customerId = String(input.customerId ?? 'anonymous');
     const amount = Number(input.amount ?? 0);
@@ -45,7 +48,7 @@ export class OrdersDb {
     const params = [customerId, amount, currency];
     const rows = query
       ? await query(sql, params)
-      : (await this.pool.query<{ id: string; created_at: Date }>(sql, params)).rows;
+      : (await this.pool.query<InsertedRow>(sql, params)).rows;
     return {
       id: rows[0].id,
       customerId,
