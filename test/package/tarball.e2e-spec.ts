@@ -3,7 +3,6 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { node24 } from '../utils/node24';
 
 /**
  * The package as a user installs it: `npm pack` of libs/idempotency (its prepack builds dist),
@@ -67,25 +66,26 @@ describe('the packed tarball, installed into an app outside the monorepo', () =>
   let work: string;
   let app: string;
   let files: string[];
-  let packed: { version: string; files: { path: string }[] };
   const nodes: [string, string][] = [['Node 20', process.execPath]];
 
   beforeAll(async () => {
     work = mkdtempSync(join(tmpdir(), 'nestjs-idempotency-tarball-'));
-    nodes.push(['Node 24', await node24()]);
+    const node24 = await run(process.execPath, [join(ROOT, 'test', 'utils', 'node24.mjs')], {
+      timeout: 5 * MINUTES,
+    });
+    nodes.push(['Node 24', node24.stdout.trim()]);
     const { stdout } = await run('npm', ['pack', '--json', '--pack-destination', work], {
       cwd: join(ROOT, 'libs', 'idempotency'),
       env: childEnv(),
       maxBuffer: 64 * 1024 * 1024,
     });
     // prepack's tsc may print before the JSON; the JSON is the last array on stdout.
-    packed = (
-      JSON.parse(stdout.slice(stdout.lastIndexOf('\n[') + 1)) as (typeof packed & {
-        filename: string;
-      })[]
-    )[0] as typeof packed & { filename: string };
+    const [packed] = JSON.parse(stdout.slice(stdout.lastIndexOf('\n[') + 1)) as {
+      filename: string;
+      files: { path: string }[];
+    }[];
     files = packed.files.map((f) => f.path);
-    const tarball = join(work, (packed as typeof packed & { filename: string }).filename);
+    const tarball = join(work, packed.filename);
 
     app = join(work, 'app');
     mkdirSync(app);

@@ -5,10 +5,10 @@ import type {
   StoredResponse,
 } from '../stores/idempotency-store';
 
-/** How {@link describeIdempotencyStoreContract} reaches the store under test. */
 /**
- * `S` is the type of the store under test and `P` that of its peers (by default the same), so
- * that `destroy` receives the user's own store type: `destroy: (store) => store.close()`.
+ * How {@link describeIdempotencyStoreContract} reaches the store under test. `S` is the type of
+ * that store and `P` that of its peers (by default the same), so that `destroy` receives the
+ * user's own store type: `destroy: (store) => store.close()`.
  */
 export interface IdempotencyStoreContractOptions<
   S extends IdempotencyStore = IdempotencyStore,
@@ -68,8 +68,8 @@ const sampleResponse = (): StoredResponse => ({
  *
  * @example
  * describeIdempotencyStoreContract('RedisIdempotencyStore', {
- *   create: () => new RedisIdempotencyStore({ client: { host: '127.0.0.1', port: 6379 } }),
- *   createPeer: () => new RedisIdempotencyStore({ client: { host: '127.0.0.1', port: 6379 } }),
+ *   create: () => new RedisIdempotencyStore({ client: 'redis://127.0.0.1:6379' }),
+ *   createPeer: () => new RedisIdempotencyStore({ client: 'redis://127.0.0.1:6379' }),
  *   destroy: (store) => store.close(),
  * });
  */
