@@ -99,8 +99,8 @@ function floorOf(measured: Measured): string {
     case 'typeorm':
       return measured.path === 'replay' ? '1 statement' : '2 statements';
     case 'typeorm-tx':
-      // The claim, then BEGIN, the completion and COMMIT around the handler's work.
-      return '4 statements';
+      // The claim, then BEGIN before the handler's work, and the completion with COMMIT after it.
+      return '3 statements';
     default:
       return measured.path === 'replay' ? '1' : '2';
   }

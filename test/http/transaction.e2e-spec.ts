@@ -10,10 +10,11 @@ import {
   Post,
   UnprocessableEntityException,
 } from '@nestjs/common';
-import { Test } from '@nestjs/testing';
+import { Test, type TestingModule } from '@nestjs/testing';
 import {
   Idempotent,
   IdempotencyModule,
+  IdempotencyRequestInProgressException,
   IdempotencyService,
   MemoryIdempotencyStore,
 } from 'nestjs-idempotency';
@@ -23,7 +24,13 @@ import {
   transactionalEntityManager,
 } from 'nestjs-idempotency/typeorm';
 import request from 'supertest';
-import { DataSource, type DataSourceOptions, type EntityManager } from 'typeorm';
+import {
+  DataSource,
+  type DataSourceOptions,
+  type EntityManager,
+  type EntitySubscriberInterface,
+  EventSubscriber,
+} from 'typeorm';
 import { MYSQL_URL, POSTGRES_URL } from '../utils/databases';
 import { describeWithServer } from '../utils/services';
 import { createApp, delay, PLATFORMS, type TestApp } from './platforms';
@@ -276,6 +283,145 @@ for (const [name, gate, options] of DATABASES) {
           await moduleRef.close();
           await stricter.destroy();
         }
+      });
+    }
+
+    if (name === 'PostgreSQL') {
+      describe('the completion and COMMIT in one query', () => {
+        /** What the DataSource sent, by first word, in order; the effect table's statements left out. */
+        const sent: string[] = [];
+        const events: string[] = [];
+        const POOL_NAME = `one-query-${randomBytes(3).toString('hex')}`;
+        let counted: DataSource;
+        let moduleRef: TestingModule;
+        let service: IdempotencyService;
+
+        @EventSubscriber()
+        class TransactionEvents implements EntitySubscriberInterface {
+          beforeTransactionCommit() {
+            events.push('before commit');
+          }
+          afterTransactionCommit() {
+            events.push('after commit');
+          }
+          afterTransactionRollback() {
+            events.push('after rollback');
+          }
+        }
+
+        beforeAll(async () => {
+          counted = await new DataSource({
+            ...options,
+            // Two connections: each run's transaction reuses one that a previous run committed on.
+            extra: { max: 2, application_name: POOL_NAME },
+            logging: true,
+            logger: {
+              logQuery: (query: string) => {
+                if (!query.includes(EFFECTS)) {
+                  sent.push(query.trim().split(/\s+/, 1)[0].toUpperCase());
+                }
+              },
+              logQueryError: () => undefined,
+              logQuerySlow: () => undefined,
+              logSchemaBuild: () => undefined,
+              logMigration: () => undefined,
+              log: () => undefined,
+            },
+            subscribers: [TransactionEvents],
+          } as DataSourceOptions).initialize();
+          moduleRef = await Test.createTestingModule({
+            imports: [
+              IdempotencyModule.forRoot({
+                store: new TypeOrmIdempotencyStore({ dataSource: counted, purgeIntervalMs: 0 }),
+              }),
+            ],
+          }).compile();
+          await moduleRef.init();
+          service = moduleRef.get(IdempotencyService);
+          // The first run reads the database's default isolation level (SHOW), once per store.
+          await runOnce(`warm-up-${randomUUID()}`, 'one-query', () => 'warm');
+        });
+        afterAll(async () => {
+          await moduleRef.close();
+          await counted.destroy();
+        });
+        beforeEach(() => {
+          sent.length = 0;
+          events.length = 0;
+        });
+
+        const runOnce = <T>(key: string, scope: string, value: () => T) =>
+          service.run(
+            key,
+            async () => {
+              await insertEffect(transactionalEntityManager()!, key);
+              return value();
+            },
+            { transaction: true, scope },
+          );
+
+        it('costs one round trip more than a plain run: START TRANSACTION, then the completion with COMMIT', async () => {
+          const key = `one-query-${randomUUID()}`;
+          const first = await runOnce(key, 'one-query', () => 'done');
+          // The claim is a WITH statement; the completion is a DO block, COMMIT in the same query.
+          expect(sent).toEqual(['WITH', 'START', 'DO']);
+          expect(events).toEqual(['before commit', 'after commit']);
+          expect(await count(key)).toBe(1);
+          sent.length = 0;
+          expect(await runOnce(key, 'one-query', () => 'again')).toEqual({
+            value: first.value,
+            replayed: true,
+          });
+          expect(sent).toEqual(['WITH']);
+          expect(await count(key)).toBe(1);
+        });
+
+        it('leaves the connection ready for the next run, and for plain transactions', async () => {
+          for (let i = 0; i < 5; i++) {
+            await runOnce(`one-query-${randomUUID()}`, 'one-query', () => i);
+          }
+          // No connection of the pool was left inside a transaction.
+          const left = (await dataSource.query(
+            "SELECT state FROM pg_stat_activity WHERE application_name = $1 AND state <> 'idle'",
+            [POOL_NAME],
+          )) as { state: string }[];
+          expect(left).toEqual([]);
+          const key = `plain-${randomUUID()}`;
+          await counted.transaction((manager) => insertEffect(manager, key));
+          expect(await count(key)).toBe(1);
+        });
+
+        it('stores any value exactly, whatever quotes, backslashes or dollar quotes it holds', async () => {
+          const key = `one-query-${randomUUID()}`;
+          const nasty = {
+            quotes: `it's "quoted" '' ''' `,
+            backslashes: String.raw`\ \' E'\x41' \n \\`,
+            dollars: '$$ $idempotency_$ $idempotency_0123456789ab$ $tag$ END$$; COMMIT; --',
+            injection: "'); DROP TABLE idempotency_records; --",
+            unicode: 'Zürich 日本 🎉 \u2028',
+            controls: 'a\nb\r\nc\td\u0001',
+            big: 'x'.repeat(300_000),
+          };
+          const first = await runOnce(key, 'nasty', () => nasty);
+          expect(sent).toEqual(['WITH', 'START', 'DO']);
+          expect(first.value).toEqual(nasty);
+          expect(await runOnce(key, 'nasty', () => ({}))).toEqual({ value: nasty, replayed: true });
+          expect(await count(key)).toBe(1);
+        });
+
+        it('rolls back, with the rollback events, when the lease was lost before the completion', async () => {
+          const key = `one-query-${randomUUID()}`;
+          const run = runOnce(key, 'lost', async () => {
+            // Another instance took the key over meanwhile (the lease lapsed): a new owner.
+            await counted.query(
+              "UPDATE idempotency_records SET owner_token = 'someone-else' WHERE state = 'in_flight' AND owner_token <> 'someone-else'",
+            );
+            return 'late';
+          });
+          await expect(run).rejects.toBeInstanceOf(IdempotencyRequestInProgressException);
+          expect(events).toEqual(['before commit', 'after rollback']);
+          expect(await count(key)).toBe(0);
+        });
       });
     }
 

@@ -87,7 +87,9 @@ export interface StoreTransactionOptions {
 export interface IdempotencyStoreTransaction {
   /**
    * Completes the record inside the transaction, fenced as {@link IdempotencyStore.complete} is:
-   * `false` (and nothing written) when the lease was lost, and the caller then rolls back.
+   * `false` (and nothing written) when the lease was lost, and the caller then rolls back. Call it
+   * last: a store may commit with it in the same round trip (`TypeOrmIdempotencyStore` does on
+   * PostgreSQL), after which the work can no longer roll back.
    */
   complete(options: CompleteOptions): Promise<boolean>;
 }

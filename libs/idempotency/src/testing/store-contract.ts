@@ -381,20 +381,16 @@ export function describeIdempotencyStoreContract<
           expect(result.outcome).toBe('completed');
         });
 
-        it('keeps the record in flight, still owned, when the transaction rolls back', async () => {
+        it('keeps the record in flight, still owned, when the work throws and the transaction rolls back', async () => {
+          // The completion is the work's last statement (a store may commit with it), so a work
+          // that fails does so before completing.
           const key = newKey();
           await claim(key, 'owner-1');
           await expect(
-            transaction(async (tx) => {
-              await tx.complete({
-                key,
-                ownerToken: 'owner-1',
-                response: sampleResponse(),
-                ttlMs: longMs,
-              });
-              throw new Error('work failed after completing');
+            transaction(async () => {
+              throw new Error('work failed');
             }),
-          ).rejects.toThrow('work failed after completing');
+          ).rejects.toThrow('work failed');
           const result = await claim(key, 'owner-2');
           expect(result.outcome).toBe('in_flight');
           await expect(store.release({ key, ownerToken: 'owner-1' })).resolves.toBe(true);

@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+
 /**
  * The SQL of the TypeORM store, one set per dialect. Every statement takes the time from the
  * database's clock, so application servers with skewed clocks agree on leases.
@@ -30,6 +32,13 @@ export interface IdempotencyDialect {
   readonly defaultIsolationQuery?: string;
   /** Whether TypeORM runs every query on one connection (SQLite). */
   readonly singleConnection: boolean;
+  /**
+   * Where the driver takes several statements in one query (PostgreSQL's simple query protocol):
+   * `completion` (the fenced UPDATE, values inlined as literals) and `COMMIT` as one query, so
+   * the completion costs no round trip of its own. When the UPDATE matches no row it raises
+   * {@link LEASE_LOST_SQLSTATE}, which aborts the transaction and skips the `COMMIT`.
+   */
+  completeAndCommit?(completion: string): string;
   /** Converts a boolean to what the driver stores. */
   bool(value: boolean): boolean | number;
 }
@@ -60,6 +69,9 @@ const createTableSql = (
   response_error ${types.bool} NULL,
   expires_at bigint NOT NULL,
   created_at bigint NOT NULL${extra.columns ?? ''})${extra.options ?? ''}`;
+
+/** The SQLSTATE of `completeAndCommit` when the completion matched no row (the lease was lost). */
+export const LEASE_LOST_SQLSTATE = 'IDEM0';
 
 const PORTABLE_TYPES = { int: 'integer', headers: 'text', body: 'text', bool: 'boolean' };
 
@@ -113,6 +125,21 @@ const postgres: IdempotencyDialect = {
   ],
   dropTable: (t) => [`DROP TABLE IF EXISTS ${t}`],
   bool: (value) => value,
+  // A DO block takes no parameters, hence the literals; its dollar quote gets a random tag that
+  // the inlined values do not contain. On an error the server skips the rest of the query string.
+  completeAndCommit: (completion) => {
+    let tag: string;
+    do {
+      tag = `$idempotency_${randomBytes(6).toString('hex')}$`;
+    } while (completion.includes(tag));
+    return `DO ${tag}BEGIN
+      ${completion};
+      IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '${LEASE_LOST_SQLSTATE}',
+          MESSAGE = 'nestjs-idempotency: the lease was lost before COMMIT; rolling back';
+      END IF;
+    END${tag}; COMMIT`;
+  },
 };
 
 const MYSQL_NOW = 'CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)';

@@ -11,7 +11,7 @@ import {
   type StoreTransactionOptions,
 } from '../idempotency-store';
 import { transactionStorage } from './idempotency-transaction';
-import { dialectOf, type IdempotencyDialect } from './typeorm-dialects';
+import { dialectOf, type IdempotencyDialect, LEASE_LOST_SQLSTATE } from './typeorm-dialects';
 
 /** Default table of the records, created by `CreateIdempotencyRecordsTable`. */
 export const IDEMPOTENCY_RECORDS_TABLE = 'idempotency_records';
@@ -83,6 +83,17 @@ interface RecordRow {
   remaining_ms?: string | number | null;
 }
 
+/** What the store needs of a connection to inline values (node-postgres's client has it). */
+interface LiteralEscaper {
+  escapeLiteral(value: string): string;
+}
+
+/** The state of TypeORM's query runner that `commitTransaction` keeps (see `completeAndCommit`). */
+interface TransactionState {
+  isTransactionActive: boolean;
+  transactionDepth?: number;
+}
+
 /** Deadlock and serialization failures, which a retry of the same statement resolves. */
 const RETRYABLE = new Set(['ER_LOCK_DEADLOCK', '40P01', '40001', 'SQLITE_BUSY']);
 const MAX_ATTEMPTS = 5;
@@ -115,6 +126,8 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
     'claim' | 'select' | 'complete' | 'release' | 'renew' | 'purge',
     Statement
   >;
+  /** The completion with `:name` parameters, for `completeAndCommit` to inline. */
+  private readonly completionTemplate: string;
   private readonly purgeBatchSize: number;
   /** The statement taking over an expired record, for dialects whose claim leaves it in place. */
   private readonly takeover?: string;
@@ -143,16 +156,16 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
     this.transactionsTakeTurns = this.dialect.singleConnection;
     const d = this.dialect;
     const owned = `storage_key = :key AND state = 'in_flight' AND owner_token = :owner AND lease_expires_at > ${d.now}`;
+    this.completionTemplate = `UPDATE ${table} SET state = 'completed', owner_token = NULL,
+        lease_expires_at = NULL, response_status = :status, response_headers = :headers,
+        response_body = :body, response_error = :error, expires_at = ${d.now} + :ttl WHERE ${owned}`;
     this.sql = {
       claim: { text: d.claim(table), names: [] },
       select: this
         .compile(`SELECT state, fingerprint, owner_token, lease_expires_at - ${d.now} AS lease_remaining_ms,
         response_status, response_headers, response_body, response_error
         FROM ${table} WHERE storage_key = :key AND expires_at > ${d.now}`),
-      complete: this
-        .compile(`UPDATE ${table} SET state = 'completed', owner_token = NULL, lease_expires_at = NULL,
-        response_status = :status, response_headers = :headers, response_body = :body,
-        response_error = :error, expires_at = ${d.now} + :ttl WHERE ${owned}`),
+      complete: this.compile(this.completionTemplate),
       release: this.compile(`DELETE FROM ${table} WHERE ${owned}`),
       renew: this
         .compile(`UPDATE ${table} SET lease_expires_at = ${d.now} + :lease, expires_at = ${d.now} + :lease
@@ -235,7 +248,8 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
    * {@link transactionalEntityManager} answering that transaction's EntityManager meanwhile, and
    * completes the record in it (`transaction.complete`, fenced) before COMMIT. The claim and the
    * renewals run on other connections and commit on their own; the record's row is locked only
-   * by that last statement.
+   * by that last statement. On PostgreSQL the completion and COMMIT travel as one query, so the
+   * transaction costs one round trip more than a plain run (its START TRANSACTION), not two.
    *
    * It holds one connection of the pool for as long as the handler runs. On SQLite, whose TypeORM
    * driver has one connection, transactional runs take turns with the store's other statements.
@@ -266,18 +280,30 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
     return this.exclusive(async () => {
       const runner = this.dataSource.createQueryRunner();
       try {
-        await runner.connect();
+        const connection = (await runner.connect()) as Partial<LiteralEscaper> | undefined;
         await runner.startTransaction(await this.isolationToSet(runner, isolationLevel));
         let result: T;
         try {
-          result = await this.runIn(runner.manager, work);
+          result = await this.runIn(
+            runner.manager,
+            work,
+            this.dialect.completeAndCommit && typeof connection?.escapeLiteral === 'function'
+              ? (completion) =>
+                  this.completeAndCommit(runner, connection as LiteralEscaper, completion)
+              : undefined,
+          );
         } catch (error) {
-          await runner.rollbackTransaction().catch((rollback: unknown) => {
-            this.logger.error(`Rolling back a transactional run failed: ${String(rollback)}`);
-          });
+          if (runner.isTransactionActive) {
+            await runner.rollbackTransaction().catch((rollback: unknown) => {
+              this.logger.error(`Rolling back a transactional run failed: ${String(rollback)}`);
+            });
+          }
           throw error;
         }
-        await runner.commitTransaction();
+        // Already committed when the completion took COMMIT with it.
+        if (runner.isTransactionActive) {
+          await runner.commitTransaction();
+        }
         return result;
       } finally {
         await runner.release();
@@ -313,10 +339,15 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
     return (await this.defaultIsolation) === requested ? undefined : requested;
   }
 
-  /** Runs `work` with `manager` as the transaction of `transactionalEntityManager()`. */
+  /**
+   * Runs `work` with `manager` as the transaction of `transactionalEntityManager()`; the
+   * completion commits too when `completeAndCommit` is given and the transaction is still at its
+   * outermost level.
+   */
   private runIn<T>(
     manager: EntityManager,
     work: (transaction: IdempotencyStoreTransaction) => Promise<T>,
+    completeAndCommit?: (completion: CompleteOptions) => Promise<boolean>,
   ): Promise<T> {
     const runner = manager.queryRunner;
     if (!runner?.isTransactionActive) {
@@ -327,6 +358,9 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
     return transactionStorage.run(manager, () =>
       work({
         complete: async (completion) => {
+          if (completeAndCommit && (runner as unknown as TransactionState).transactionDepth === 1) {
+            return completeAndCommit(completion);
+          }
           const result = (await runner.query(...this.completion(completion), true)) as {
             affected?: number;
           };
@@ -334,6 +368,53 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
         },
       }),
     );
+  }
+
+  /**
+   * The fenced completion and COMMIT in one query (PostgreSQL's simple query protocol, which takes
+   * no parameters: the values are inlined as literals by the driver's own escaping). When the
+   * completion matches no row the server raises, skips the COMMIT and leaves the transaction to
+   * be rolled back; `false` then, as for a plain completion. TypeORM's transaction events fire as
+   * `commitTransaction()` fires them, and the query runner is left as it leaves it.
+   */
+  private async completeAndCommit(
+    runner: QueryRunner,
+    connection: LiteralEscaper,
+    completion: CompleteOptions,
+  ): Promise<boolean> {
+    const [, values] = this.completion(completion);
+    const names = this.sql.complete.names;
+    const literal = (value: unknown): string => {
+      if (typeof value === 'string') {
+        return connection.escapeLiteral(value);
+      }
+      if (typeof value === 'boolean') {
+        return value ? 'TRUE' : 'FALSE';
+      }
+      if (Number.isSafeInteger(value)) {
+        return String(value);
+      }
+      throw new Error(`nestjs-idempotency: cannot inline ${String(value)} in the completion.`);
+    };
+    const sql = this.completionTemplate.replace(/(?<!:):([a-z]+)\b/g, (_match, name: string) =>
+      literal(values[names.indexOf(name)]),
+    );
+    await runner.broadcaster.broadcast('BeforeTransactionCommit');
+    try {
+      await runner.query(this.dialect.completeAndCommit!(sql));
+    } catch (error) {
+      if (
+        (error as { driverError?: { code?: string } }).driverError?.code === LEASE_LOST_SQLSTATE
+      ) {
+        return false;
+      }
+      throw error;
+    }
+    const state = runner as unknown as TransactionState;
+    state.isTransactionActive = false;
+    state.transactionDepth = 0;
+    await runner.broadcaster.broadcast('AfterTransactionCommit');
+    return true;
   }
 
   async release({ key, ownerToken }: ReleaseOptions): Promise<boolean> {
