@@ -7,6 +7,7 @@ import { DataSource, type DataSourceOptions } from 'typeorm';
 import { MYSQL_URL, POSTGRES_URL } from '../utils/databases';
 import { type Child, freePort, killAllChildren, spawnChild } from '../utils/processes';
 import { describeWithServer } from '../utils/services';
+import { describeWithSqlite } from '../utils/sqlite';
 import { delay, PLATFORMS } from './platforms';
 
 /**
@@ -24,7 +25,7 @@ const SQLITE_FILE = join(sqliteDir, 'cls.sqlite');
 const DATABASES: [string, Promise<jest.Describe>, string, string][] = [
   ['PostgreSQL', describeWithServer('PostgreSQL', POSTGRES_URL), 'postgres', POSTGRES_URL],
   ['MariaDB', describeWithServer('MariaDB', MYSQL_URL), 'mariadb', MYSQL_URL],
-  ['SQLite', Promise.resolve(describe), 'better-sqlite3', SQLITE_FILE],
+  ['SQLite', Promise.resolve(describeWithSqlite()), 'better-sqlite3', SQLITE_FILE],
 ];
 
 const EFFECTS = `cls_effects_${randomBytes(3).toString('hex')}`;

@@ -22,6 +22,7 @@ import {
 import request from 'supertest';
 import { DataSource, type DataSourceOptions } from 'typeorm';
 import { describeWithServer } from '../utils/services';
+import { sqliteAvailable } from '../utils/sqlite';
 import { createApp, delay, PLATFORMS, type Platform } from './platforms';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -206,7 +207,9 @@ const STORES: [string, () => Harness | Promise<Harness>][] = [
   ...(withMariaDb
     ? [['typeorm-mariadb', () => sqlHarness('mariadb')] as [string, () => Promise<Harness>]]
     : []),
-  ['typeorm-sqlite', () => sqlHarness('sqlite')],
+  ...(sqliteAvailable()
+    ? [['typeorm-sqlite', () => sqlHarness('sqlite')] as [string, () => Promise<Harness>]]
+    : []),
 ];
 const CASES = PLATFORMS.flatMap((platform) =>
   STORES.map(([storeName, harness]) => ({ platform, storeName, harness })),

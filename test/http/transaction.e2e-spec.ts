@@ -33,6 +33,7 @@ import {
 } from 'typeorm';
 import { MYSQL_URL, POSTGRES_URL } from '../utils/databases';
 import { describeWithServer } from '../utils/services';
+import { describeWithSqlite } from '../utils/sqlite';
 import { createApp, delay, PLATFORMS, type TestApp } from './platforms';
 
 /**
@@ -60,7 +61,7 @@ const DATABASES: [string, Promise<jest.Describe>, DataSourceOptions][] = [
   ],
   [
     'SQLite',
-    Promise.resolve(describe),
+    Promise.resolve(describeWithSqlite()),
     {
       type: 'better-sqlite3',
       database: join(sqliteDir, 'tx.sqlite'),
