@@ -66,6 +66,37 @@ export class IdempotencyKeyInvalidException extends IdempotencyException {
   }
 }
 
+/**
+ * 400: the route accepts only keys this server issued (`key: 'issued'`), and this one is not: not
+ * an issued key, a forged or altered one, one signed by a secret no longer in `issuedKeys.secrets`,
+ * or one issued for another scope. The client should get a new key from the issuing endpoint.
+ */
+export class IdempotencyKeyNotIssuedException extends IdempotencyException {
+  constructor(detail: string) {
+    super(
+      IdempotencyErrorCode.KeyNotIssued,
+      HttpStatus.BAD_REQUEST,
+      'Idempotency key not issued',
+      detail,
+    );
+  }
+}
+
+/**
+ * 400: the key was issued by this server but its lifetime (`issuedKeys.ttl`) has passed. Nothing
+ * ran for this request; the client should get a new key for a new attempt.
+ */
+export class IdempotencyKeyExpiredException extends IdempotencyException {
+  constructor(readonly expiredAt: Date) {
+    super(
+      IdempotencyErrorCode.KeyExpired,
+      HttpStatus.BAD_REQUEST,
+      'Idempotency key expired',
+      `This idempotency key expired at ${expiredAt.toISOString()}; request a new one.`,
+    );
+  }
+}
+
 /** 400: the request body cannot be fingerprinted (JSON nested too deeply to walk). */
 export class IdempotencyFingerprintFailedException extends IdempotencyException {
   constructor() {
@@ -148,6 +179,10 @@ export function exceptionOf(
       return new IdempotencyKeyInvalidException(rejection.detail);
     case IdempotencyErrorCode.FingerprintFailed:
       return new IdempotencyFingerprintFailedException();
+    case IdempotencyErrorCode.KeyNotIssued:
+      return new IdempotencyKeyNotIssuedException(rejection.detail);
+    case IdempotencyErrorCode.KeyExpired:
+      return new IdempotencyKeyExpiredException(rejection.expiredAt);
     case IdempotencyErrorCode.KeyReused:
       return new IdempotencyKeyReusedException(mismatchStatus);
     case IdempotencyErrorCode.RequestInProgress:

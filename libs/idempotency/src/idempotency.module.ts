@@ -5,6 +5,7 @@ import { documentIdempotentRoutes } from './contexts/http/idempotency.swagger';
 import { IdempotentHandlers } from './contexts/idempotent-handlers';
 import { IdempotencyEngine } from './engine/idempotency.engine';
 import { IdempotencyInterceptor } from './idempotency.interceptor';
+import { IdempotencyKeyIssuer } from './idempotency-key-issuer';
 import { IDEMPOTENCY_MODULE_OPTIONS } from './idempotency.constants';
 import {
   ConfigurableModuleClass,
@@ -19,8 +20,8 @@ const IDEMPOTENCY_OPENAPI = Symbol('IDEMPOTENCY_OPENAPI');
 
 /**
  * Idempotency-Key support. `forRoot(options)` / `forRootAsync({ useFactory | useClass |
- * useExisting, inject, imports })` register the store, the engine, `IdempotencyService` and a
- * global interceptor that acts on handlers marked `@Idempotent()`.
+ * useExisting, inject, imports })` register the store, the engine, `IdempotencyService`,
+ * `IdempotencyKeyIssuer` and a global interceptor that acts on handlers marked `@Idempotent()`.
  *
  * @example
  * IdempotencyModule.forRoot({ ttl: '24h' })
@@ -43,6 +44,7 @@ const IDEMPOTENCY_OPENAPI = Symbol('IDEMPOTENCY_OPENAPI');
     },
     IdempotencyEngine,
     IdempotentHandlers,
+    IdempotencyKeyIssuer,
     HttpContextAdapter,
     IdempotencyInterceptor,
     IdempotencyService,
@@ -59,6 +61,7 @@ const IDEMPOTENCY_OPENAPI = Symbol('IDEMPOTENCY_OPENAPI');
     IdempotencyStore,
     IdempotencyEngine,
     IdempotentHandlers,
+    IdempotencyKeyIssuer,
     HttpContextAdapter,
     IdempotencyInterceptor,
     IdempotencyService,

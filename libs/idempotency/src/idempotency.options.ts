@@ -9,10 +9,44 @@ export type IdempotentMethod = 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
 /**
  * Where the key comes from: the request header (`'header'`), the request fingerprint
- * (`'fingerprint'`, a dedup window for clients that send no key), or a function.
+ * (`'fingerprint'`, a dedup window for clients that send no key), a function, or only keys this
+ * server issued (`'issued'`, or {@link IdempotencyIssuedKeySource} to name their scope or read them
+ * from elsewhere than the header). Issued keys need the module option `issuedKeys`.
  */
 export type IdempotencyKeySource =
-  'header' | 'fingerprint' | ((context: ExecutionContext) => string | undefined);
+  | 'header'
+  | 'fingerprint'
+  | 'issued'
+  | IdempotencyIssuedKeySource
+  | ((context: ExecutionContext) => string | undefined);
+
+/**
+ * Accept only keys `IdempotencyKeyIssuer` issued for the scope name `issued`; any other key answers
+ * 400 `IDEMPOTENCY_KEY_NOT_ISSUED` (an expired one, 400 `IDEMPOTENCY_KEY_EXPIRED`) before the store
+ * is touched. `key: 'issued'` is `{ issued: 'default' }`.
+ *
+ * @example
+ * // A plain HTML form posts the key it was rendered with in a hidden field.
+ * key: {
+ *   issued: 'checkout',
+ *   from: (context) => context.switchToHttp().getRequest().body?.idempotencyKey,
+ * }
+ */
+export interface IdempotencyIssuedKeySource {
+  /**
+   * Scope name the key must have been issued for (`issuer.issue({ scope })`): a key issued for
+   * another name is refused. 1 to 100 printable ASCII characters; it is not a storage scope (see
+   * `scope`), only what the key was issued for.
+   * @example 'checkout'
+   */
+  issued: string;
+  /**
+   * Where the issued key is read from: the request header (`headerName`), or a function (for
+   * example a hidden field of a form, which cannot set headers).
+   * @default 'header'
+   */
+  from?: 'header' | ((context: ExecutionContext) => string | undefined);
+}
 
 /**
  * What a key is unique within. `'endpoint'`: verb + route template, plus the principal when the
@@ -209,6 +243,58 @@ export interface IdempotencyEncryptionOptions {
   keys: Readonly<Record<string, IdempotencyEncryptionKey>>;
 }
 
+/**
+ * An HMAC-SHA256 secret of `issuedKeys`. Its `id` is written in clear into every key it signs (so
+ * the matching secret verifies it): 1 to 32 letters, digits, `_` or `-`; never a secret.
+ */
+export interface IdempotencyIssuedKeySecret {
+  /**
+   * Id written into the keys this secret signs.
+   * @example '2026-01'
+   */
+  id: string;
+  /**
+   * At least 32 bytes: a `Buffer` (`randomBytes(32)`) or a string, used as its UTF-8 bytes
+   * (`openssl rand -base64 32` gives 44 characters).
+   */
+  secret: Buffer | Uint8Array | string;
+}
+
+/**
+ * Server-issued keys: `IdempotencyKeyIssuer.issue()` signs a key holding its scope name, its expiry
+ * and a random nonce, and routes with `key: 'issued'` accept only such keys, checked by their
+ * signature alone (no store round trip).
+ *
+ * Rotation, as with `encryption`: put the new secret first (it signs new keys, the others still
+ * verify), and remove the old one once the longest `ttl` has passed since the switch. A key signed
+ * by a secret no longer listed answers 400 `IDEMPOTENCY_KEY_NOT_ISSUED`.
+ *
+ * @example
+ * issuedKeys: {
+ *   secrets: [{ id: '2026-01', secret: process.env.IDEMPOTENCY_KEY_SECRET_2026_01! }],
+ *   ttl: '1h',
+ * }
+ */
+export interface IdempotencyIssuedKeysOptions {
+  /**
+   * Every secret that may verify a key; the first one also signs new keys. Ids are unique.
+   * @example [{ id: '2026-02', secret: newSecret }, { id: '2026-01', secret: oldSecret }]
+   */
+  secrets: readonly IdempotencyIssuedKeySecret[];
+  /**
+   * How long an issued key is accepted, from issue; after that it answers 400
+   * `IDEMPOTENCY_KEY_EXPIRED`, retries included. Keep it at most the routes' `ttl`, so that every
+   * use of a key after its first completion replays it. `issue({ ttl })` overrides it per key.
+   * @default '1h'
+   */
+  ttl?: Duration;
+  /**
+   * The clock, in epoch milliseconds; tests inject a fake one.
+   * @default Date.now
+   */
+  now?: () => number;
+}
+
 /** Options of `IdempotencyModule.forRoot()`: defaults for every route, and the store. */
 export interface IdempotencyModuleOptions extends IdempotentOptions {
   /**
@@ -226,6 +312,13 @@ export interface IdempotencyModuleOptions extends IdempotentOptions {
    * @example encryption: { keyId: 'k1', keys: { k1: process.env.IDEMPOTENCY_KEY! } }
    */
   encryption?: IdempotencyEncryptionOptions;
+  /**
+   * Secrets and lifetime of server-issued keys (`IdempotencyKeyIssuer`, `key: 'issued'`). Checked
+   * at bootstrap; a route with `key: 'issued'` fails the start without it. Module only.
+   * @default undefined (no keys are issued)
+   * @example issuedKeys: { secrets: [{ id: 'k1', secret: process.env.IDEMPOTENCY_KEY_SECRET! }] }
+   */
+  issuedKeys?: IdempotencyIssuedKeysOptions;
 }
 
 /** A class that builds the module options, for `forRootAsync({ useClass })`. */
@@ -258,6 +351,13 @@ export interface IdempotencyRunOptions extends Pick<
    * @default [] (one key space shared by every call without a scope)
    */
   scope?: string | readonly string[];
+  /**
+   * Accept only a key `IdempotencyKeyIssuer` issued for this scope name: any other throws
+   * `IdempotencyKeyNotIssuedException` (an expired one, `IdempotencyKeyExpiredException`) before
+   * the store is touched. Needs the module option `issuedKeys`.
+   * @default undefined (any valid key)
+   */
+  issued?: string;
   /**
    * What the key stands for. Its canonical JSON (object keys sorted) is fingerprinted, so the same
    * key with another payload throws `IdempotencyKeyReusedException` instead of replaying the

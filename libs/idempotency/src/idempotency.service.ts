@@ -4,6 +4,7 @@ import { type CapturedError, IdempotencyEngine } from './engine/idempotency.engi
 import { payloadFingerprint, storageKeyOf } from './engine/idempotency.hashing';
 import { InvalidKeyError, validateIdempotencyKey } from './engine/idempotency-key';
 import { exceptionOf, IdempotencyKeyInvalidException } from './idempotency.errors';
+import { assertScope, IdempotencyKeyIssuer } from './idempotency-key-issuer';
 import type { IdempotencyRunOptions, IdempotencyRunResult } from './idempotency.options';
 
 /**
@@ -24,6 +25,7 @@ export class IdempotencyService {
   constructor(
     private readonly engine: IdempotencyEngine,
     private readonly handlers: IdempotentHandlers,
+    private readonly issuer: IdempotencyKeyIssuer,
   ) {}
 
   /**
@@ -36,6 +38,8 @@ export class IdempotencyService {
    *
    * @param key 1 to 255 characters of printable ASCII (the rules of the `Idempotency-Key` header).
    * @throws IdempotencyKeyInvalidException the key is not 1 to 255 printable ASCII characters.
+   * @throws IdempotencyKeyNotIssuedException with `issued`, the key is not one issued for it.
+   * @throws IdempotencyKeyExpiredException with `issued`, the issued key has expired.
    * @throws IdempotencyRequestInProgressException another call with the key is running; retry
    *   after `retryAfterMs` (with `concurrent: 'wait'`, only once `waitTimeout` has passed).
    * @throws IdempotencyKeyReusedException the key was used with another `payload`.
@@ -48,7 +52,7 @@ export class IdempotencyService {
     work: () => T | Promise<T>,
     options: IdempotencyRunOptions = {},
   ): Promise<IdempotencyRunResult<T>> {
-    const { scope, payload, ...overrides } = options;
+    const { scope, payload, issued, ...overrides } = options;
     const resolved = Object.values(overrides).some((value) => value !== undefined)
       ? this.handlers.resolve(overrides)
       : this.handlers.moduleOptions;
@@ -58,6 +62,13 @@ export class IdempotencyService {
       throw error instanceof InvalidKeyError
         ? new IdempotencyKeyInvalidException(error.message)
         : error;
+    }
+    if (issued !== undefined) {
+      assertScope(issued, 'issued of IdempotencyService.run()');
+      const verification = this.issuer.verify(key, issued);
+      if (!verification.valid) {
+        throw exceptionOf(verification.rejection, resolved.headerName, resolved.mismatchStatus);
+      }
     }
     const parts: readonly string[] =
       scope === undefined ? [] : typeof scope === 'string' ? [scope] : scope;

@@ -2,6 +2,14 @@ export * from './idempotency.constants';
 export * from './idempotency.errors';
 export { IdempotencyInterceptor } from './idempotency.interceptor';
 export { IdempotencyService } from './idempotency.service';
+export {
+  DEFAULT_ISSUED_KEY_SCOPE,
+  IdempotencyKeyIssuer,
+  type IssuedIdempotencyKey,
+  type IssuedKeyRejection,
+  type IssuedKeyVerification,
+  type IssueIdempotencyKeyOptions,
+} from './idempotency-key-issuer';
 export { IdempotencyModule } from './idempotency.module';
 export {
   type IdempotencyModuleAsyncOptions,

@@ -59,6 +59,8 @@ export function mergedOptions(
 export class IdempotentHandlers implements OnModuleInit {
   private readonly byHandler = new WeakMap<object, IdempotentHandler | null>();
   private readonly defaults: IdempotentOptions;
+  /** Whether the module option `issuedKeys` is set (routes with `key: 'issued'` need it). */
+  private readonly issuing: boolean;
   /** The module's options alone, resolved: what `IdempotencyService.run()` starts from. */
   readonly moduleOptions: ResolvedIdempotencyOptions;
 
@@ -69,10 +71,14 @@ export class IdempotentHandlers implements OnModuleInit {
     private readonly scanner: MetadataScanner,
     private readonly store: IdempotencyStore,
   ) {
-    const { store: _store, encryption: _encryption, ...defaults } = options;
+    const { store: _store, encryption: _encryption, issuedKeys, ...defaults } = options;
     this.defaults = defaults;
+    this.issuing = issuedKeys !== undefined;
     // Throws at bootstrap, naming the option, when a module default is invalid.
     this.moduleOptions = resolveOptions(defaults);
+    if (this.moduleOptions.issued !== undefined && !this.issuing) {
+      throw new Error(issuedKeysMissing('the module option "key" of IdempotencyModule.forRoot()'));
+    }
   }
 
   /** The module options merged under `options`, resolved (for `run()` calls with options). */
@@ -121,6 +127,13 @@ export class IdempotentHandlers implements OnModuleInit {
       }
       throw error;
     }
+    if (options.issued !== undefined && !this.issuing) {
+      const where =
+        merged.onHandler && 'key' in merged.onHandler
+          ? `@Idempotent() on ${name}`
+          : `@Idempotent() on the class ${controller.name}, which covers ${name}`;
+      throw new Error(issuedKeysMissing(where));
+    }
     if (options.transaction && !this.store.transaction) {
       throw new Error(transactionUnsupported(this.store, `@Idempotent() on ${name}`));
     }
@@ -134,4 +147,9 @@ export class IdempotentHandlers implements OnModuleInit {
       name,
     };
   }
+}
+
+/** The message of `key: 'issued'` without the module option `issuedKeys`. */
+function issuedKeysMissing(where: string): string {
+  return `nestjs-idempotency: ${where}: option "key" accepts only issued keys, which needs the module option "issuedKeys": IdempotencyModule.forRoot({ issuedKeys: { secrets: [{ id: 'k1', secret: process.env.IDEMPOTENCY_KEY_SECRET! }] } }), with a secret of at least 32 bytes.`;
 }

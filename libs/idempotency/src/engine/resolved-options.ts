@@ -1,9 +1,11 @@
+import type { ExecutionContext } from '@nestjs/common';
 import { IdempotencyOptionError, toMs } from './duration';
 import {
   DEFAULT_IDEMPOTENCY_HEADER,
   DEFAULT_REPLAY_HEADERS,
   NEVER_STORED_HEADERS,
 } from '../idempotency.constants';
+import { assertScope, DEFAULT_ISSUED_KEY_SCOPE } from '../idempotency-key-issuer';
 import type {
   IdempotencyScope,
   IdempotencyTransactionOptions,
@@ -27,7 +29,10 @@ export interface ResolvedIdempotencyOptions {
   mismatchStatus: number;
   scope: IdempotencyScope;
   required: boolean;
-  key: NonNullable<IdempotentOptions['key']>;
+  /** Where the key is read from; an issued key is read from the header or its `from` function. */
+  key: 'header' | 'fingerprint' | ((context: ExecutionContext) => string | undefined);
+  /** Scope name the key must have been issued for, or `undefined` when any key is accepted. */
+  issued: string | undefined;
   fingerprint: NonNullable<IdempotentOptions['fingerprint']> | undefined;
   replayHeaders: ReadonlySet<string>;
   headerName: string;
@@ -87,13 +92,7 @@ export function resolveOptions(options: IdempotentOptions): ResolvedIdempotencyO
             'global',
           ]),
     required: options.required ?? true,
-    key:
-      typeof options.key === 'function'
-        ? options.key
-        : oneOf<'header' | 'fingerprint'>(options.key as 'header' | undefined, 'key', [
-            'header',
-            'fingerprint',
-          ]),
+    ...keySource(options.key),
     fingerprint: options.fingerprint === false ? false : fn(options.fingerprint, 'fingerprint'),
     replayHeaders: new Set(
       [...DEFAULT_REPLAY_HEADERS, ...(options.replayHeaders ?? [])]
@@ -103,6 +102,36 @@ export function resolveOptions(options: IdempotentOptions): ResolvedIdempotencyO
     headerName,
     principal: fn(options.principal, 'principal'),
   };
+}
+
+/** Where the key comes from, and the scope name an issued key must have. */
+function keySource(
+  value: IdempotentOptions['key'],
+): Pick<ResolvedIdempotencyOptions, 'key' | 'issued'> {
+  if (value === undefined || value === 'header' || value === 'fingerprint') {
+    return { key: value ?? 'header', issued: undefined };
+  }
+  if (typeof value === 'function') {
+    return { key: value, issued: undefined };
+  }
+  if (value === 'issued') {
+    return { key: 'header', issued: DEFAULT_ISSUED_KEY_SCOPE };
+  }
+  if (typeof value !== 'object' || value === null) {
+    throw new IdempotencyOptionError(
+      'key',
+      `must be 'header', 'fingerprint', 'issued', { issued, from? } or a function; got ${JSON.stringify(value)}.`,
+    );
+  }
+  assertScope(value.issued, 'key.issued');
+  const from = value.from ?? 'header';
+  if (from !== 'header' && typeof from !== 'function') {
+    throw new IdempotencyOptionError(
+      'key.from',
+      `must be 'header' or a function; got ${JSON.stringify(from)}.`,
+    );
+  }
+  return { key: from, issued: value.issued };
 }
 
 const ISOLATION_LEVELS = [

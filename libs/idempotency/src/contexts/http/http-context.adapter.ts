@@ -21,6 +21,7 @@ import {
 } from '../../engine/idempotency-key';
 import type { ResolvedIdempotencyOptions } from '../../engine/resolved-options';
 import { IDEMPOTENT_REPLAYED_HEADER, PROBLEM_CONTENT_TYPE } from '../../idempotency.constants';
+import { IdempotencyKeyIssuer } from '../../idempotency-key-issuer';
 import { exceptionOf } from '../../idempotency.errors';
 import type { CallDescription, IdempotencyContextAdapter } from '../context-adapter';
 import type { IdempotentHandler } from '../idempotent-handlers';
@@ -59,16 +60,20 @@ const INTERNAL_ERROR_BODY = { statusCode: 500, message: 'Internal server error' 
 
 /**
  * HTTP routes, on Express and Fastify alike: the key from the `Idempotency-Key` header (or the
- * route's key function), the endpoint and principal as scope, a fingerprint of the verb, route,
- * path parameters, body and query; the status, allow-listed headers and body as the stored result;
- * rejections as problem+json answers. Headers are written through `HttpAdapterHost`.
+ * route's key function; with `key: 'issued'`, checked to be one this server issued), the endpoint
+ * and principal as scope, a fingerprint of the verb, route, path parameters, body and query; the
+ * status, allow-listed headers and body as the stored result; rejections as problem+json answers.
+ * Headers are written through `HttpAdapterHost`.
  */
 @Injectable()
 export class HttpContextAdapter implements IdempotencyContextAdapter {
   readonly type = 'http';
   private readonly routes = new WeakMap<IdempotentHandler, RouteFacts>();
 
-  constructor(private readonly adapterHost: HttpAdapterHost) {}
+  constructor(
+    private readonly adapterHost: HttpAdapterHost,
+    private readonly issuer: IdempotencyKeyIssuer,
+  ) {}
 
   describe(context: ExecutionContext, handler: IdempotentHandler): CallDescription | undefined {
     const request = context.switchToHttp().getRequest<HttpRequest>();
@@ -117,6 +122,13 @@ export class HttpContextAdapter implements IdempotencyContextAdapter {
       return options.required
         ? { target, rejection: { code: IdempotencyErrorCode.KeyMissing } }
         : undefined;
+    }
+    if (options.issued !== undefined) {
+      // By its signature alone, before the store is touched.
+      const verification = this.issuer.verify(key, options.issued);
+      if (!verification.valid) {
+        return { target, rejection: verification.rejection };
+      }
     }
     return {
       key: storageKeyOf(this.scopeParts(context, request, options, method, route), key),

@@ -47,9 +47,9 @@ const problemSchema = (codes: readonly string[]) => ({
 
 /**
  * Adds the `Idempotency-Key` header and the library's problem responses (400, 409, 422 by
- * default, 503) to the OpenAPI operations of every route `@Idempotent()` covers, when
- * `@nestjs/swagger` is installed. It runs while the application is created, before
- * `SwaggerModule.createDocument()`. Without `@nestjs/swagger` it does nothing.
+ * default, 503; with issued keys, their 400 codes too) to the OpenAPI operations of every route
+ * `@Idempotent()` covers, when `@nestjs/swagger` is installed. It runs while the application is
+ * created, before `SwaggerModule.createDocument()`. Without `@nestjs/swagger` it does nothing.
  *
  * @returns how many operations it documented.
  */
@@ -169,7 +169,13 @@ function pluginResponse(controller: Type, name: string): Record<string, unknown>
 function decoratorsFor(swagger: SwaggerDecorators, options: IdempotentOptions): MethodDecorator[] {
   const headerName = options.headerName ?? DEFAULT_IDEMPOTENCY_HEADER;
   const required = options.required ?? true;
-  const fromHeader = options.key === undefined || options.key === 'header';
+  const { key } = options;
+  const issued = key === 'issued' || (typeof key === 'object' && key !== null);
+  const fromHeader =
+    key === undefined ||
+    key === 'header' ||
+    key === 'issued' ||
+    (typeof key === 'object' && key !== null && (key.from ?? 'header') === 'header');
   const problems: { status: number; description: string; codes: string[] }[] = [
     ...(fromHeader
       ? [
@@ -183,6 +189,16 @@ function decoratorsFor(swagger: SwaggerDecorators, options: IdempotentOptions): 
                 ? [IdempotencyErrorCode.FingerprintFailed]
                 : []),
             ],
+          },
+        ]
+      : []),
+    ...(issued
+      ? [
+          {
+            status: 400,
+            description:
+              'The idempotency key was not issued by this server for this operation (forged, altered, retired or for another scope), or it expired; request a new one.',
+            codes: [IdempotencyErrorCode.KeyNotIssued, IdempotencyErrorCode.KeyExpired],
           },
         ]
       : []),
@@ -218,8 +234,9 @@ function decoratorsFor(swagger: SwaggerDecorators, options: IdempotentOptions): 
           swagger.ApiHeader({
             name: headerName,
             required,
-            description:
-              'A unique key for this operation (e.g. a UUID), as a bare token or a quoted string. A retry with the same key and payload replays the first response with `Idempotent-Replayed: true`; the operation runs once.',
+            description: issued
+              ? 'A key this server issued for this operation (from its key-issuing endpoint), as a bare token or a quoted string; any other key is refused with 400. A retry with the same key and payload replays the first response with `Idempotent-Replayed: true`; the operation runs once.'
+              : 'A unique key for this operation (e.g. a UUID), as a bare token or a quoted string. A retry with the same key and payload replays the first response with `Idempotent-Replayed: true`; the operation runs once.',
             schema: { type: 'string', minLength: 1, maxLength: 255 },
           }),
         ]
