@@ -19,6 +19,8 @@ module.exports = {
     '^nestjs-idempotency/testing$': '<rootDir>/libs/idempotency/src/testing',
     '^nestjs-idempotency/store$': '<rootDir>/libs/idempotency/src/stores',
     '^nestjs-idempotency/(redis|typeorm)$': '<rootDir>/libs/idempotency/src/stores/$1',
+    '^nestjs-idempotency/(prometheus|opentelemetry)$':
+      '<rootDir>/libs/idempotency/src/observability/$1',
     '^nestjs-idempotency$': '<rootDir>/libs/idempotency/src',
   },
   testEnvironment: 'node',

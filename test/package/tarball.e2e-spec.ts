@@ -107,6 +107,8 @@ describe('the packed tarball, installed into an app outside the monorepo', () =>
             'ioredis',
             'typeorm',
             '@nestjs/typeorm',
+            'prom-client',
+            '@opentelemetry/api',
           ]),
         },
         devDependencies: pinned(['typescript', '@types/node', 'jest']),
@@ -167,6 +169,8 @@ describe('the packed tarball, installed into an app outside the monorepo', () =>
         'dist/stores/redis/index.d.ts',
         'dist/stores/typeorm/index.d.ts',
         'dist/testing/index.d.ts',
+        'dist/observability/prometheus/index.d.ts',
+        'dist/observability/opentelemetry/index.d.ts',
       ]),
     );
     expect(

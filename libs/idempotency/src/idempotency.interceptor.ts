@@ -89,6 +89,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
         key: null,
         context: adapter.type,
         target,
+        store: this.engine.store.constructor.name,
         code: rejection.code,
         claimMs: 0,
       });

@@ -124,11 +124,14 @@ export class IdempotencyEngine implements OnApplicationShutdown {
   private readonly cipher?: IdempotencyResponseCipher;
   /** Targets already warned about an unreplayable result, so a streaming route warns once. */
   private readonly warnedUnreplayable = new Set<string>();
+  /** The `store` of every event, read once. */
+  private readonly storeName: string;
 
   constructor(
     readonly store: IdempotencyStore,
     @Inject(IDEMPOTENCY_MODULE_OPTIONS) options: IdempotencyModuleOptions,
   ) {
+    this.storeName = store.constructor.name;
     // Throws at bootstrap, naming the option, when a key or the key id is invalid.
     this.cipher = options.encryption
       ? new IdempotencyResponseCipher(options.encryption)
@@ -225,6 +228,7 @@ export class IdempotencyEngine implements OnApplicationShutdown {
         key: call.key,
         context: call.context,
         target: call.target,
+        store: this.storeName,
         status: result.status,
         claimMs: performance.now() - started,
       });
@@ -242,6 +246,7 @@ export class IdempotencyEngine implements OnApplicationShutdown {
         key: call.key,
         context: call.context,
         target: call.target,
+        store: this.storeName,
         code: rejection.code,
         claimMs: performance.now() - started,
       });
@@ -540,6 +545,7 @@ export class IdempotencyEngine implements OnApplicationShutdown {
         key: call.key,
         context: call.context,
         target: call.target,
+        store: this.storeName,
         record,
         status: timing.status,
         failed: timing.failed,
@@ -686,6 +692,7 @@ export class IdempotencyEngine implements OnApplicationShutdown {
         key: lease.call.key,
         context: lease.call.context,
         target: lease.call.target,
+        store: this.storeName,
         during,
         heldMs: performance.now() - lease.startedAt,
       });
@@ -703,6 +710,7 @@ export class IdempotencyEngine implements OnApplicationShutdown {
         key: call.key,
         context: call.context,
         target: call.target,
+        store: this.storeName,
         operation,
         error,
         durationMs: performance.now() - started,

@@ -30,6 +30,8 @@ export interface IdempotencyEventBase {
   context: IdempotencyContextType;
   /** Route template (`POST /orders`), message pattern, field or `run()` scope. */
   target: string;
+  /** Class name of the store (`MemoryIdempotencyStore`, `RedisIdempotencyStore`, a custom one). */
+  store: string;
 }
 
 /** On {@link IdempotencyChannel.Executed}. */
