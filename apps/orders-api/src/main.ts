@@ -1,15 +1,14 @@
 import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import type { NestExpressApplication } from '@nestjs/platform-express';
 import { AppModule } from './app.module';
-import { configureApp } from './app.setup';
+import { configureApp, createHttpAdapter } from './app.setup';
 import { enableGracefulShutdown } from './common/graceful-shutdown';
 import { ConfigError, loadConfig } from './config/orders-api.config';
 
 async function bootstrap(): Promise<void> {
   const config = loadConfig();
-  const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(config), {
+  const app = await NestFactory.create(AppModule.forRoot(config), createHttpAdapter(config), {
     bodyParser: false,
   });
   configureApp(app, config);
@@ -17,9 +16,15 @@ async function bootstrap(): Promise<void> {
   await app.listen(config.port, config.host ?? '0.0.0.0');
   const where =
     config.database.type === 'better-sqlite3' ? config.database.database : config.database.type;
-  new Logger('OrdersApi').log(
-    `Listening on http://localhost:${config.port} (database: ${where}, idempotency store: ${config.idempotencyStore}); API docs at /docs`,
+  const logger = new Logger('OrdersApi');
+  logger.log(
+    `Listening on http://localhost:${config.port} on ${config.httpPlatform} (database: ${where}, idempotency store: ${config.idempotencyStore}); API docs at /docs, checkout page at /checkout`,
   );
+  if (config.issuedKeySecretsRandom) {
+    logger.warn(
+      'IDEMPOTENCY_KEY_SECRETS is not set: the checkout keys are signed with a random secret of this process, so they do not survive a restart and no other instance accepts them',
+    );
+  }
 }
 
 bootstrap().catch((error: unknown) => {

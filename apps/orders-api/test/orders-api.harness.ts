@@ -1,4 +1,4 @@
-import type { NestExpressApplication } from '@nestjs/platform-express';
+import type { INestApplication } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,8 +11,15 @@ import {
   REDIS_URL,
 } from '../../../test/utils/databases';
 import { AppModule } from '../src/app.module';
-import { configureApp } from '../src/app.setup';
-import { loadConfig, type OrdersApiConfig } from '../src/config/orders-api.config';
+import { configureApp, createHttpAdapter } from '../src/app.setup';
+import {
+  type HttpPlatform,
+  loadConfig,
+  type OrdersApiConfig,
+} from '../src/config/orders-api.config';
+
+/** The platforms every e2e case runs on, as `HTTP_PLATFORM` names them. */
+export const PLATFORMS: HttpPlatform[] = ['express', 'fastify'];
 
 /** One way to run the sample: its database and its idempotency store. */
 export interface Deployment {
@@ -76,19 +83,22 @@ export const DEPLOYMENTS: Deployment[] = [
 
 /** A running sample app on a loopback port. */
 export interface RunningApp {
-  app: NestExpressApplication;
+  app: INestApplication;
   url: string;
   config: OrdersApiConfig;
   close(): Promise<void>;
 }
 
-/** Boots the sample as `main.ts` does, from environment variables, on a free loopback port. */
+/**
+ * Boots the sample as `main.ts` does, from environment variables (`HTTP_PLATFORM` included), on
+ * a free loopback port.
+ */
 export async function startOrdersApi(env: NodeJS.ProcessEnv): Promise<RunningApp> {
   const config = loadConfig({ PORT: '0', ...env });
   const moduleRef = await Test.createTestingModule({
     imports: [AppModule.forRoot(config)],
   }).compile();
-  const app = moduleRef.createNestApplication<NestExpressApplication>({
+  const app = moduleRef.createNestApplication(createHttpAdapter(config), {
     bodyParser: false,
     // E2E_LOG=1 shows the app's logs, for debugging a failing case.
     logger: process.env.E2E_LOG ? undefined : false,

@@ -147,12 +147,54 @@ describe('orders API process on SQLite (no server needed)', () => {
   );
 
   it(
-    'finishes a payment in flight on SIGTERM, refuses new connections, exits 0, and a restart replays it',
+    'serves on Fastify with HTTP_PLATFORM=fastify: replays, conditional GET, bad input as problems',
     async () => {
       const file = join(tempDir(), 'orders.sqlite');
+      const app = await startOrdersApi({ env: { DATABASE_URL: file, HTTP_PLATFORM: 'fastify' } });
+      expect(app.stdout).toMatch(/Listening on http:\/\/localhost:\d+ on fastify \(database: /);
+      expect(app.stdout).not.toContain('@fastify/static');
+
+      const created = await postOrder(app, key(), orderFor('c-fastify')).expect(201);
+      const lastModified = created.headers['last-modified'];
+      expect(lastModified).toMatch(/^\w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} GMT$/);
+      const cached = await request(app.url)
+        .get(`/orders/${created.body.id}`)
+        .set('If-Modified-Since', lastModified)
+        .expect(304);
+      expect(cached.headers.etag).toBe('"1"');
+      expect(cached.headers['last-modified']).toBe(lastModified);
+
+      const malformed = await request(app.url)
+        .post('/orders')
+        .set('Idempotency-Key', key())
+        .set('Content-Type', 'application/json')
+        .send('{"customerId": ');
+      expect(malformed.status).toBe(400);
+      expect(malformed.headers['content-type']).toMatch(PROBLEM);
+      expect(malformed.body).toMatchObject({ status: 400, code: 'MALFORMED_BODY' });
+      const tooLarge = await request(app.url)
+        .post('/orders')
+        .set('Idempotency-Key', key())
+        .send({ ...orderFor('c'), customerId: 'x'.repeat(200_000) });
+      expect(tooLarge.status).toBe(413);
+      expect(tooLarge.headers['content-type']).toMatch(PROBLEM);
+      expect(tooLarge.body).toMatchObject({ status: 413, code: 'BODY_TOO_LARGE' });
+      const docs = await request(app.url).get('/docs/swagger-ui-bundle.js').expect(200);
+      expect(docs.headers['content-type']).toMatch(/javascript/);
+
+      await serveAndStop(app);
+    },
+    START_MS,
+  );
+
+  it.each(['express', 'fastify'])(
+    'on %s, finishes a payment in flight on SIGTERM, refuses new connections, exits 0, and a restart replays it',
+    async (platform) => {
+      const file = join(tempDir(), 'orders.sqlite');
       const app = await startOrdersApi({
-        env: { DATABASE_URL: file, PAYMENT_GATEWAY_LATENCY_MS: '1500' },
+        env: { DATABASE_URL: file, PAYMENT_GATEWAY_LATENCY_MS: '1500', HTTP_PLATFORM: platform },
       });
+      expect(app.stdout).toContain(`on ${platform} (database: ${file}`);
       const order = (await postOrder(app, key(), orderFor('c-shutdown')).expect(201)).body;
       const k = key();
       let answered = false;
@@ -185,7 +227,7 @@ describe('orders API process on SQLite (no server needed)', () => {
       expect(await app.exited).toEqual({ code: 0, signal: null });
       expect(app.stdout).toContain('Closed');
 
-      const again = await startOrdersApi({ env: { DATABASE_URL: file } });
+      const again = await startOrdersApi({ env: { DATABASE_URL: file, HTTP_PLATFORM: platform } });
       const retry = await postPayment(again, k, order.id, order.total).expect(201);
       expect(retry.headers['idempotent-replayed']).toBe('true');
       expect(retry.body).toEqual(paid.body);
@@ -197,11 +239,11 @@ describe('orders API process on SQLite (no server needed)', () => {
     START_MS * 2,
   );
 
-  it(
-    'cuts a request still running at SHUTDOWN_TIMEOUT, exits 0, and its retry runs once after the lease lapses',
-    async () => {
+  it.each(['express', 'fastify'])(
+    'on %s, cuts a request still running at SHUTDOWN_TIMEOUT, exits 0, and its retry runs once after the lease lapses',
+    async (platform) => {
       const file = join(tempDir(), 'orders.sqlite');
-      const leases = { IDEMPOTENCY_LOCK_TTL: '1s', PAYMENT_LEASE: '1s' };
+      const leases = { IDEMPOTENCY_LOCK_TTL: '1s', PAYMENT_LEASE: '1s', HTTP_PLATFORM: platform };
       const app = await startOrdersApi({
         env: {
           DATABASE_URL: file,
@@ -253,6 +295,7 @@ describe('orders API process with bad configuration', () => {
   it.each([
     ['DATABASE_URL', 'ftp://x'],
     ['IDEMPOTENCY_STORE', 'nope'],
+    ['HTTP_PLATFORM', 'koa'],
   ])(
     'exits with code 1 and one line naming %s=%s, before starting Nest',
     async (variable, value) => {

@@ -22,12 +22,14 @@ const CODES: Partial<Record<number, ProblemCode>> = {
   [HttpStatus.UNSUPPORTED_MEDIA_TYPE]: ProblemCode.UnsupportedMediaType,
 };
 
-/** What body-parser (Express) attaches to the errors it throws. */
+/** What body-parser (Express) and Fastify attach to the errors they throw. */
 interface BodyParserError {
   type?: string;
   status?: number;
   statusCode?: number;
   expose?: boolean;
+  /** Fastify's error code, e.g. `FST_ERR_CTP_BODY_TOO_LARGE`. */
+  code?: unknown;
 }
 
 /**
@@ -59,7 +61,7 @@ export class ProblemDetailsFilter implements ExceptionFilter {
 
   private toProblem(exception: unknown): Problem {
     if (exception instanceof HttpException) {
-      return this.fromHttpException(exception);
+      return httpExceptionProblem(exception);
     }
     // Validation passed but the database refused the value (a NUL character, a string longer
     // than its column as the database counts characters): the request's fault, not the server's.
@@ -97,41 +99,51 @@ export class ProblemDetailsFilter implements ExceptionFilter {
       )
     );
   }
+}
 
-  private fromHttpException(exception: HttpException): Problem {
-    const status = exception.getStatus();
-    const response = exception.getResponse();
-    if (isProblem(response)) {
-      return response;
-    }
-    const title = STATUS_CODES[status] ?? 'Error';
-    const message =
-      typeof response === 'string'
-        ? response
-        : ((response as { message?: unknown }).message ?? exception.message);
-    const code =
-      CODES[status] ?? (status >= 500 ? ProblemCode.InternalError : ProblemCode.HttpError);
-    return problem(
-      status,
-      code,
-      title,
-      status >= 500
-        ? 'The server could not process the request.'
-        : Array.isArray(message)
-          ? message.join('; ')
-          : String(message),
-    );
+/** The problem for an `HttpException`: its own when it holds one, else one made from it. */
+export function httpExceptionProblem(exception: HttpException): Problem {
+  const status = exception.getStatus();
+  const response = exception.getResponse();
+  if (isProblem(response)) {
+    return response;
   }
+  // Fastify's 413 reaches the filter as Nest's PayloadTooLargeException: the same problem as Express's.
+  if (status === HttpStatus.PAYLOAD_TOO_LARGE) {
+    return bodyParserProblem({ expose: true, status, type: 'entity.too.large' })!;
+  }
+  const title = STATUS_CODES[status] ?? 'Error';
+  const message =
+    typeof response === 'string'
+      ? response
+      : ((response as { message?: unknown }).message ?? exception.message);
+  const code = CODES[status] ?? (status >= 500 ? ProblemCode.InternalError : ProblemCode.HttpError);
+  return problem(
+    status,
+    code,
+    title,
+    status >= 500
+      ? 'The server could not process the request.'
+      : Array.isArray(message)
+        ? message.join('; ')
+        : String(message),
+  );
 }
 
 /**
- * The problem for an error of Express's body parser (malformed JSON, too large, bad charset), or
- * `undefined` when `error` is not one.
+ * The problem for an error of Express's body parser or of Fastify's request handling (malformed
+ * JSON, too large, bad charset or content length), or `undefined` when `error` is not one.
  */
 export function bodyParserProblem(error: unknown): Problem | undefined {
   const parserError = error as BodyParserError | undefined;
   const status = parserError?.status ?? parserError?.statusCode;
-  if (!parserError?.expose || typeof status !== 'number' || status < 400 || status >= 500) {
+  if (typeof status !== 'number' || status < 400 || status >= 500) {
+    return undefined;
+  }
+  if (typeof parserError?.code === 'string' && parserError.code.startsWith('FST_')) {
+    return fastifyProblem(parserError.code, status);
+  }
+  if (!parserError?.expose) {
     return undefined;
   }
   switch (parserError.type) {
@@ -156,6 +168,32 @@ export function bodyParserProblem(error: unknown): Problem | undefined {
         ProblemCode.MalformedBody,
         'Malformed request body',
         'The request body is not valid JSON.',
+      );
+  }
+}
+
+/** A 4xx error of Fastify: the body limit, a content length or type it refused, a bad URL. */
+function fastifyProblem(code: string, status: number): Problem {
+  switch (code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return bodyParserProblem({ expose: true, status, type: 'entity.too.large' })!;
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return problem(
+        HttpStatus.UNSUPPORTED_MEDIA_TYPE,
+        ProblemCode.UnsupportedMediaType,
+        'Unsupported media type',
+        'Send the request body as JSON with Content-Type: application/json.',
+      );
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return bodyParserProblem({ expose: true, status, type: 'entity.parse.failed' })!;
+    default:
+      return problem(
+        status,
+        CODES[status] === ProblemCode.NotFound ? ProblemCode.NotFound : ProblemCode.HttpError,
+        STATUS_CODES[status] ?? 'Error',
+        'The server could not process the request as sent.',
       );
   }
 }

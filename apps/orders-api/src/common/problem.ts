@@ -91,12 +91,14 @@ export const paymentInProgress = (id: string) =>
     `A payment for order ${id} is being processed; retry once it has finished.`,
   );
 
-export const preconditionFailed = (id: string) =>
+export const preconditionFailed = (id: string, header: 'If-Match' | 'If-Unmodified-Since') =>
   new ProblemException(
     HttpStatus.PRECONDITION_FAILED,
     ProblemCode.PreconditionFailed,
     'Precondition failed',
-    `Order ${id} has changed since the If-Match ETag was read; fetch it again.`,
+    header === 'If-Match'
+      ? `Order ${id} has changed since the If-Match ETag was read; fetch it again.`
+      : `Order ${id} has changed since the If-Unmodified-Since date; fetch it again.`,
   );
 
 export const concurrentChange = (id: string) =>

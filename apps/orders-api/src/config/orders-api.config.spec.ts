@@ -1,9 +1,10 @@
-import { ConfigError, loadConfig, parseDatabaseUrl } from './orders-api.config';
+import { bodyLimitBytes, ConfigError, loadConfig, parseDatabaseUrl } from './orders-api.config';
 
 describe('orders API configuration', () => {
   it('needs no variable: SQLite file, TypeORM store, port 3000', () => {
     expect(loadConfig({})).toMatchObject({
       port: 3000,
+      httpPlatform: 'express',
       database: { type: 'better-sqlite3', database: 'orders-api.sqlite' },
       idempotencyStore: 'typeorm',
       redisUrl: 'redis://127.0.0.1:6379',
@@ -35,6 +36,24 @@ describe('orders API configuration', () => {
   });
 
   it.each([
+    ['express', 'express'],
+    ['fastify', 'fastify'],
+    [' Fastify ', 'fastify'],
+  ])('reads HTTP_PLATFORM=%s', (value, expected) => {
+    expect(loadConfig({ HTTP_PLATFORM: value }).httpPlatform).toBe(expected);
+  });
+
+  it.each([
+    ['100kb', 102_400],
+    ['1mb', 1_048_576],
+    ['512', 512],
+    ['64B', 64],
+  ])('counts BODY_LIMIT %s as %d bytes, as body-parser does', (limit, bytes) => {
+    expect(bodyLimitBytes(limit)).toBe(bytes);
+  });
+
+  it.each([
+    ['HTTP_PLATFORM', 'koa'],
     ['DATABASE_URL', 'ftp://host/db'],
     ['IDEMPOTENCY_STORE', 'postgres'],
     ['REDIS_URL', 'localhost:6379'],

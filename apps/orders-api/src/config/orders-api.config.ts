@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import ms from 'ms';
 
 /** Where the app keeps its tables, from `DATABASE_URL`. */
@@ -9,12 +10,17 @@ export type DatabaseConfig =
 /** Which store keeps the idempotency records, from `IDEMPOTENCY_STORE`. */
 export type IdempotencyStoreKind = 'typeorm' | 'redis' | 'memory';
 
+/** Which HTTP platform serves the app, from `HTTP_PLATFORM`. */
+export type HttpPlatform = 'express' | 'fastify';
+
 /** The whole configuration of the orders API, read once from the environment at start. */
 export interface OrdersApiConfig {
   /** `PORT`, default 3000. */
   port: number;
   /** `HOST`, default all interfaces. */
   host?: string;
+  /** `HTTP_PLATFORM`: `express` (the default) or `fastify`; the API behaves the same on both. */
+  httpPlatform: HttpPlatform;
   /** `DATABASE_URL`: `postgres://...`, `mysql://...` / `mariadb://...`, or a SQLite file path. */
   database: DatabaseConfig;
   /** `IDEMPOTENCY_STORE`, default `typeorm` (the app's own database). */
@@ -36,6 +42,16 @@ export interface OrdersApiConfig {
   bodyLimit: string;
   /** `SHUTDOWN_TIMEOUT` (ms or a duration string), default 10 s: how long shutdown waits for requests. */
   shutdownTimeoutMs: number;
+  /**
+   * `IDEMPOTENCY_KEY_SECRETS`: the secrets of the keys the checkout page gets from
+   * `POST /idempotency-keys`, `id:secret` pairs separated by commas, the signing one first. Unset:
+   * one random secret for this process (its keys do not survive a restart or reach another
+   * instance), and `issuedKeySecretsRandom` says so.
+   */
+  issuedKeySecrets: { id: string; secret: string | Buffer }[];
+  issuedKeySecretsRandom: boolean;
+  /** `IDEMPOTENCY_KEY_TTL` (ms or a duration string), default 1 h: how long an issued key is accepted. */
+  issuedKeyTtlMs: number;
 }
 
 /** A variable that does not parse; the message names it and what it accepts. */
@@ -56,6 +72,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): OrdersApiConfi
   return {
     port: integer(env, 'PORT', 3000, 0, 65_535),
     host: env.HOST || undefined,
+    httpPlatform: oneOf(env, 'HTTP_PLATFORM', ['express', 'fastify'], 'express'),
     database: parseDatabaseUrl(env.DATABASE_URL),
     idempotencyStore: oneOf(env, 'IDEMPOTENCY_STORE', ['typeorm', 'redis', 'memory'], 'typeorm'),
     redisUrl: redisUrl(env.REDIS_URL),
@@ -65,7 +82,37 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): OrdersApiConfi
     paymentLeaseMs: duration(env, 'PAYMENT_LEASE', '30s'),
     bodyLimit: bodyLimit(env.BODY_LIMIT),
     shutdownTimeoutMs: duration(env, 'SHUTDOWN_TIMEOUT', '10s'),
+    ...issuedKeySecrets(env.IDEMPOTENCY_KEY_SECRETS),
+    issuedKeyTtlMs: duration(env, 'IDEMPOTENCY_KEY_TTL', '1h'),
   };
+}
+
+/** `IDEMPOTENCY_KEY_SECRETS`: `id:secret,id:secret`; base64 secrets hold no `:` or `,`. */
+function issuedKeySecrets(
+  value: string | undefined,
+): Pick<OrdersApiConfig, 'issuedKeySecrets' | 'issuedKeySecretsRandom'> {
+  if (!value?.trim()) {
+    return {
+      issuedKeySecrets: [{ id: 'random', secret: randomBytes(32) }],
+      issuedKeySecretsRandom: true,
+    };
+  }
+  const pairs = value.split(',');
+  const secrets = pairs.map((pair) => {
+    const colon = pair.indexOf(':');
+    return { id: pair.slice(0, colon).trim(), secret: pair.slice(colon + 1).trim() };
+  });
+  if (
+    secrets.some(({ id, secret }) => !/^[\w-]{1,32}$/.test(id) || Buffer.byteLength(secret) < 32)
+  ) {
+    // Never the value itself in the message: it holds secrets.
+    throw new ConfigError(
+      'IDEMPOTENCY_KEY_SECRETS',
+      'id:secret pairs separated by commas, ids of 1 to 32 letters, digits, "_" or "-", secrets of at least 32 bytes (openssl rand -base64 32)',
+      `${pairs.length} entr${pairs.length === 1 ? 'y' : 'ies'}, not shown`,
+    );
+  }
+  return { issuedKeySecrets: secrets, issuedKeySecretsRandom: false };
 }
 
 /**
@@ -153,6 +200,15 @@ function bodyLimit(value: string | undefined): string {
     throw new ConfigError('BODY_LIMIT', "a size such as '100kb' or '1mb'", raw);
   }
   return raw;
+}
+
+/** A `BODY_LIMIT` in bytes, counted as Express's body parser does (1kb = 1024 bytes). */
+export function bodyLimitBytes(limit: string): number {
+  const [, digits, unit = 'b'] = /^(\d+)(b|kb|mb)?$/i.exec(limit.trim()) ?? [];
+  if (digits === undefined) {
+    throw new ConfigError('BODY_LIMIT', "a size such as '100kb' or '1mb'", limit);
+  }
+  return Number(digits) * { b: 1, kb: 1024, mb: 1024 * 1024 }[unit.toLowerCase() as 'b'];
 }
 
 function oneOf<T extends string>(

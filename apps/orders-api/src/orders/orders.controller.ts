@@ -25,11 +25,21 @@ import {
 } from '@nestjs/swagger';
 import { Idempotent } from 'nestjs-idempotency';
 import { entityTag, matchesEntityTag } from '../common/etag';
+import { httpDate, modifiedSince, parseHttpDate } from '../common/http-date';
 import type { HttpResponse } from '../common/http';
 import { ListOrdersQuery, OrderInputDto } from './dto/order-input.dto';
 import { OrderResponse } from './dto/order.response';
 import type { Order } from './order.entity';
 import { OrdersService } from './orders.service';
+
+const IF_UNMODIFIED_SINCE = {
+  name: 'If-Unmodified-Since',
+  required: false,
+  description: 'An HTTP-date; 412 when the order changed after it. Ignored when If-Match is sent.',
+};
+
+const STALE =
+  'The `If-Match` ETag is stale, or the order changed after the `If-Unmodified-Since` date.';
 
 @ApiTags('orders')
 @Controller('orders')
@@ -56,20 +66,40 @@ export class OrdersController {
     return orders.map((order) => OrderResponse.of(order));
   }
 
+  /**
+   * One order, with its version as `ETag` and its last change as `Last-Modified`. A cache that
+   * holds the current version gets 304: `If-None-Match` decides when sent, `If-Modified-Since`
+   * only without it (RFC 9110 13.2.2), compared in whole seconds.
+   */
   @Get(':id')
   @ApiHeader({ name: 'If-None-Match', required: false })
-  @ApiOkResponse({ type: OrderResponse, description: 'The order; `ETag` is its version.' })
-  @ApiNotModifiedResponse({ description: 'The `If-None-Match` ETag is current.' })
+  @ApiHeader({
+    name: 'If-Modified-Since',
+    required: false,
+    description: 'An HTTP-date; ignored when If-None-Match is sent.',
+  })
+  @ApiOkResponse({
+    type: OrderResponse,
+    description: 'The order; `ETag` is its version, `Last-Modified` its last change.',
+    headers: {
+      ETag: { description: 'The version of the order.', schema: { type: 'string' } },
+      'Last-Modified': { description: 'When it last changed.', schema: { type: 'string' } },
+    },
+  })
+  @ApiNotModifiedResponse({
+    description:
+      'The `If-None-Match` ETag is current, or the order has not changed since `If-Modified-Since`.',
+  })
   @ApiNotFoundResponse({ description: 'No such order.' })
   async get(
     @Param('id') id: string,
     @Headers('if-none-match') ifNoneMatch: string | undefined,
+    @Headers('if-modified-since') ifModifiedSince: string | undefined,
     @Res({ passthrough: true }) res: HttpResponse,
   ): Promise<OrderResponse | undefined> {
     const order = await this.orders.get(id);
-    const etag = entityTag(order.version);
-    if (ifNoneMatch !== undefined && matchesEntityTag(ifNoneMatch, etag, true)) {
-      res.header('ETag', etag);
+    if (notModified(order, ifNoneMatch, ifModifiedSince)) {
+      this.validators(order, res);
       res.status(HttpStatus.NOT_MODIFIED);
       return undefined;
     }
@@ -79,35 +109,62 @@ export class OrdersController {
   /** Replaces customer and items of a pending order; sending the same body again changes nothing. */
   @Put(':id')
   @ApiHeader({ name: 'If-Match', required: false })
+  @ApiHeader(IF_UNMODIFIED_SINCE)
   @ApiOkResponse({ type: OrderResponse })
   @ApiNotFoundResponse({ description: 'No such order.' })
   @ApiConflictResponse({ description: 'The order is paid, or being paid.' })
-  @ApiPreconditionFailedResponse({ description: 'The `If-Match` ETag is stale.' })
+  @ApiPreconditionFailedResponse({ description: STALE })
   async replace(
     @Param('id') id: string,
     @Body() dto: OrderInputDto,
     @Headers('if-match') ifMatch: string | undefined,
+    @Headers('if-unmodified-since') ifUnmodifiedSince: string | undefined,
     @Res({ passthrough: true }) res: HttpResponse,
   ): Promise<OrderResponse> {
-    return this.represent(await this.orders.replace(id, dto, ifMatch), res);
+    const order = await this.orders.replace(id, dto, { ifMatch, ifUnmodifiedSince });
+    return this.represent(order, res);
   }
 
   @Delete(':id')
   @HttpCode(HttpStatus.NO_CONTENT)
   @ApiHeader({ name: 'If-Match', required: false })
+  @ApiHeader(IF_UNMODIFIED_SINCE)
   @ApiNoContentResponse({ description: 'Deleted.' })
   @ApiNotFoundResponse({ description: 'No such order (or already deleted).' })
   @ApiConflictResponse({ description: 'The order is paid, or being paid.' })
-  @ApiPreconditionFailedResponse({ description: 'The `If-Match` ETag is stale.' })
+  @ApiPreconditionFailedResponse({ description: STALE })
   async remove(
     @Param('id') id: string,
     @Headers('if-match') ifMatch: string | undefined,
+    @Headers('if-unmodified-since') ifUnmodifiedSince: string | undefined,
   ): Promise<void> {
-    await this.orders.remove(id, ifMatch);
+    await this.orders.remove(id, { ifMatch, ifUnmodifiedSince });
   }
 
   private represent(order: Order, res: HttpResponse): OrderResponse {
-    res.header('ETag', entityTag(order.version));
+    this.validators(order, res);
     return OrderResponse.of(order);
   }
+
+  /** The validators of an order's current version (RFC 9110 8.8): its ETag and Last-Modified. */
+  private validators(order: Order, res: HttpResponse): void {
+    res.header('ETag', entityTag(order.version));
+    res.header('Last-Modified', httpDate(order.updatedAt));
+  }
+}
+
+/**
+ * Whether a GET is answered 304 (RFC 9110 13.2.2): `If-None-Match` when sent, else
+ * `If-Modified-Since` when it is a valid HTTP-date.
+ */
+function notModified(
+  order: Order,
+  ifNoneMatch: string | undefined,
+  ifModifiedSince: string | undefined,
+): boolean {
+  if (ifNoneMatch !== undefined) {
+    return matchesEntityTag(ifNoneMatch, entityTag(order.version), true);
+  }
+  const since = parseHttpDate(ifModifiedSince);
+  return since !== undefined && !modifiedSince(order.updatedAt, since);
 }

@@ -11,6 +11,7 @@ import {
   preconditionFailed,
 } from '../common/problem';
 import { entityTag, matchesEntityTag } from '../common/etag';
+import { modifiedSince, parseHttpDate } from '../common/http-date';
 import { isForeignKeyViolation, retryTransient } from '../database/database-errors';
 import { toCents } from '../database/money';
 import { Payment } from '../payments/payment.entity';
@@ -19,6 +20,14 @@ import { Order, type OrderItem } from './order.entity';
 
 /** How often a change is retried when another request changed the order in between. */
 const MAX_ATTEMPTS = 5;
+
+/** The conditional headers of a PUT or DELETE (RFC 9110 13.1), as the client sent them. */
+export interface Preconditions {
+  /** `If-Match`: the ETags the client expects; wins over `ifUnmodifiedSince`. */
+  ifMatch?: string;
+  /** `If-Unmodified-Since`: an HTTP-date; ignored when `ifMatch` is given or when not a date. */
+  ifUnmodifiedSince?: string;
+}
 
 /**
  * Orders in the database. Every change is one conditional statement on the version that was read
@@ -66,10 +75,14 @@ export class OrdersService {
    * Replaces the customer and items of a pending order and recomputes its total. Replacing with
    * what is already there changes nothing (not even the ETag), so a repeated PUT is harmless.
    */
-  async replace(id: string, input: OrderInputDto, ifMatch?: string): Promise<Order> {
+  async replace(
+    id: string,
+    input: OrderInputDto,
+    preconditions: Preconditions = {},
+  ): Promise<Order> {
     const content = contentOf(input);
     for (let attempt = 1; ; attempt++) {
-      const current = await this.changeable(id, ifMatch, 'replaced');
+      const current = await this.changeable(id, preconditions, 'replaced');
       if (sameContent(current, content)) {
         return current;
       }
@@ -97,9 +110,9 @@ export class OrdersService {
   }
 
   /** Deletes a pending order; a paid order, or one being paid, stays (409). */
-  async remove(id: string, ifMatch?: string): Promise<void> {
+  async remove(id: string, preconditions: Preconditions = {}): Promise<void> {
     for (let attempt = 1; ; attempt++) {
-      const current = await this.changeable(id, ifMatch, 'deleted');
+      const current = await this.changeable(id, preconditions, 'deleted');
       let affected: number | null | undefined;
       try {
         ({ affected } = await retryTransient(() =>
@@ -128,11 +141,26 @@ export class OrdersService {
     }
   }
 
-  /** The order, if it exists (404), matches `If-Match` (412) and is still pending (409). */
-  private async changeable(id: string, ifMatch: string | undefined, what: string): Promise<Order> {
+  /**
+   * The order, if it exists (404), meets the preconditions (412) and is still pending (409).
+   * Checked against each version read, so a change that lost a race is checked again.
+   */
+  private async changeable(
+    id: string,
+    { ifMatch, ifUnmodifiedSince }: Preconditions,
+    what: string,
+  ): Promise<Order> {
     const current = await this.get(id);
-    if (ifMatch !== undefined && !matchesEntityTag(ifMatch, entityTag(current.version), false)) {
-      throw preconditionFailed(id);
+    // RFC 9110 13.2.2: If-Match first; If-Unmodified-Since only without it.
+    if (ifMatch !== undefined) {
+      if (!matchesEntityTag(ifMatch, entityTag(current.version), false)) {
+        throw preconditionFailed(id, 'If-Match');
+      }
+    } else {
+      const since = parseHttpDate(ifUnmodifiedSince);
+      if (since !== undefined && modifiedSince(current.updatedAt, since)) {
+        throw preconditionFailed(id, 'If-Unmodified-Since');
+      }
     }
     if (current.status === 'paid') {
       throw orderAlreadyPaid(id, what);
