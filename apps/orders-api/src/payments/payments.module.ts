@@ -10,6 +10,6 @@ import { PaymentsService } from './payments.service';
   imports: [TypeOrmModule.forFeature([Payment, Order])],
   controllers: [PaymentsController],
   providers: [PaymentsService, PaymentGateway],
-  exports: [PaymentGateway],
+  exports: [PaymentGateway, PaymentsService],
 })
 export class PaymentsModule {}
