@@ -29,6 +29,7 @@ import {
 } from 'nestjs-idempotency';
 import { IdempotencyTracingModule } from 'nestjs-idempotency/opentelemetry';
 import { IdempotencyPrometheusModule } from 'nestjs-idempotency/prometheus';
+import { parsePrometheusText, type PrometheusSample } from '../utils/prometheus-text';
 import { createApp, PLATFORMS, type TestApp } from './platforms';
 
 /** The memory store, whose next claim fails when asked: a store error the test controls. */
@@ -71,26 +72,6 @@ class MetricsController {
   }
 }
 
-type Labels = Record<string, string>;
-
-/** Parses the Prometheus text format into series: name, labels, value. */
-function parse(text: string): { name: string; labels: Labels; value: number }[] {
-  return text
-    .split('\n')
-    .filter((line) => line && !line.startsWith('#'))
-    .map((line) => {
-      const match = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-      if (!match) {
-        throw new Error(`not a sample line: ${line}`);
-      }
-      const labels: Labels = {};
-      for (const [, name, value] of (match[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) {
-        labels[name] = value;
-      }
-      return { name: match[1], labels, value: Number(match[3]) };
-    });
-}
-
 const CLIENT_KEY = 'client-key-7d2e91';
 const OTHER_KEY = 'client-key-held-03';
 const FAILING_KEY = 'client-key-unlucky';
@@ -98,7 +79,7 @@ const FAILING_KEY = 'client-key-unlucky';
 describe.each(PLATFORMS)('GET /metrics after a known sequence of requests (%s)', (platform) => {
   let t: TestApp;
   let store: FlakyMemoryStore;
-  let series: ReturnType<typeof parse>;
+  let series: PrometheusSample[];
   let text: string;
   let contentType: string | null;
 
@@ -147,13 +128,13 @@ describe.each(PLATFORMS)('GET /metrics after a known sequence of requests (%s)',
     expect(response.status).toBe(200);
     contentType = response.headers.get('content-type');
     text = await response.text();
-    series = parse(text);
+    series = parsePrometheusText(text);
   });
   afterAll(() => t.app.close());
 
   const route = { target: 'POST /payments', context: 'http', store: 'FlakyMemoryStore' };
   /** The value of the one series with exactly these labels; undefined when there is none. */
-  const value = (name: string, labels: Labels) => {
+  const value = (name: string, labels: Record<string, string>) => {
     const found = series.filter(
       (s) =>
         s.name === name &&

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import request from 'supertest';
+import { parsePrometheusText } from '../../../test/utils/prometheus-text';
 import { DEPLOYMENTS, PLATFORMS, type RunningApp, startOrdersApi } from './orders-api.harness';
 
 /**
@@ -10,30 +11,6 @@ import { DEPLOYMENTS, PLATFORMS, type RunningApp, startOrdersApi } from './order
 
 const PROBLEM = /^application\/problem\+json/;
 const ORDER = { customerId: 'checkout-1', items: [{ sku: 'SKU-1', quantity: 2, unitPrice: 9.99 }] };
-
-interface Sample {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
-
-/** The samples of a Prometheus text exposition. */
-function parseMetrics(text: string): Sample[] {
-  return text
-    .split('\n')
-    .filter((line) => line && !line.startsWith('#'))
-    .map((line) => {
-      const match = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-      if (!match) {
-        throw new Error(`not a sample line: ${line}`);
-      }
-      const labels: Record<string, string> = {};
-      for (const [, name, value] of (match[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) {
-        labels[name] = value;
-      }
-      return { name: match[1], labels, value: Number(match[3]) };
-    });
-}
 
 // The default deployment (SQLite, TypeORM store) and the production one (PostgreSQL, Redis).
 for (const deployment of [DEPLOYMENTS[0], DEPLOYMENTS[2]]) {
@@ -108,7 +85,7 @@ for (const deployment of [DEPLOYMENTS[0], DEPLOYMENTS[2]]) {
 
       const metrics = await http().get('/metrics').expect(200);
       expect(metrics.headers['content-type']).toMatch(/^text\/plain; version=0\.0\.4/);
-      const requests = parseMetrics(metrics.text).filter(
+      const requests = parsePrometheusText(metrics.text).filter(
         (s) =>
           s.name === 'idempotency_requests_total' && s.labels.target === 'POST /checkout/payments',
       );

@@ -1,16 +1,9 @@
 import { Body, Controller, Get, Header, Post, Res } from '@nestjs/common';
-import {
-  ApiBadGatewayResponse,
-  ApiConflictResponse,
-  ApiCreatedResponse,
-  ApiExcludeEndpoint,
-  ApiNotFoundResponse,
-  ApiTags,
-  ApiUnprocessableEntityResponse,
-} from '@nestjs/swagger';
+import { ApiExcludeEndpoint, ApiTags } from '@nestjs/swagger';
 import { Idempotent } from 'nestjs-idempotency';
 import type { HttpResponse } from '../common/http';
 import { CreatePaymentDto, PaymentResponse } from '../payments/dto/payment.dto';
+import { ApiPaymentResponses, storePaymentIf } from '../payments/payments.controller';
 import { PaymentsService } from '../payments/payments.service';
 import { CHECKOUT_CSP, CHECKOUT_PAGE } from './checkout.page';
 
@@ -39,15 +32,8 @@ export class CheckoutController {
 
   /** `POST /payments`, with an issued key: one payment per key, and one per order whatever the key. */
   @Post('payments')
-  @Idempotent({
-    key: { issued: CHECKOUT_KEY_SCOPE },
-    storeIf: (status) => status < 500 && status !== 409,
-  })
-  @ApiCreatedResponse({ type: PaymentResponse, description: 'Charged; the order is now paid.' })
-  @ApiNotFoundResponse({ description: 'No such order.' })
-  @ApiConflictResponse({ description: 'The order is paid, or a payment for it is under way.' })
-  @ApiUnprocessableEntityResponse({ description: "The amount differs from the order's total." })
-  @ApiBadGatewayResponse({ description: 'The gateway failed; nothing was charged; retry.' })
+  @Idempotent({ key: { issued: CHECKOUT_KEY_SCOPE }, storeIf: storePaymentIf })
+  @ApiPaymentResponses()
   async pay(
     @Body() dto: CreatePaymentDto,
     @Res({ passthrough: true }) res: HttpResponse,
