@@ -1,4 +1,6 @@
 export {
   RedisIdempotencyStore,
   type RedisIdempotencyStoreOptions,
+  RedisReplicationError,
+  type RedisReplicationOptions,
 } from './redis-idempotency.store';

@@ -1,4 +1,5 @@
 import { Logger, type OnModuleDestroy } from '@nestjs/common';
+import { createHash } from 'node:crypto';
 import { Cluster, Redis, type ClusterNode, type ClusterOptions, type RedisOptions } from 'ioredis';
 import {
   type ClaimOptions,
@@ -33,6 +34,63 @@ export interface RedisIdempotencyStoreOptions {
    * @default 2000
    */
   commandTimeoutMs?: number;
+  /**
+   * Opt-in durability: after a claim that acquired the key and after a completion, wait with
+   * Redis `WAIT` until at least `replicas` replicas acknowledged the write, for at most
+   * `timeoutMs`. It narrows the window in which a failover loses a record; it is not consensus
+   * (see the README, "Replication and failover"). Off by default: writes are acknowledged by the
+   * master alone, and replicated asynchronously.
+   * @example new RedisIdempotencyStore({ client, replication: { replicas: 1, timeoutMs: 100 } })
+   */
+  replication?: RedisReplicationOptions;
+}
+
+/** Options of {@link RedisIdempotencyStoreOptions.replication}. */
+export interface RedisReplicationOptions {
+  /** How many replicas must acknowledge each claim and completion: an integer, at least 1. */
+  replicas: number;
+  /**
+   * How long a `WAIT` may block, in milliseconds. It also blocks the connection it runs on, so
+   * every command queued behind it (other requests sharing the client) waits as long. Must be
+   * below the client's command timeout.
+   * @default 100
+   */
+  timeoutMs?: number;
+  /**
+   * When fewer replicas acknowledge in time: `'fail'` throws a {@link RedisReplicationError} (a
+   * claim then answers 503, or runs unprotected with `onStoreError: 'open'`, and the in-flight
+   * record it wrote is released; a completion is logged and the client still gets its response);
+   * `'ignore'` logs a warning (at most one a minute, with a count) and goes on.
+   * @default 'fail'
+   */
+  onTimeout?: 'fail' | 'ignore';
+}
+
+/**
+ * Thrown by a claim or a completion of {@link RedisIdempotencyStore} with `replication` and
+ * `onTimeout: 'fail'` when fewer replicas than `replication.replicas` acknowledged the write in
+ * time. The write itself was applied on the master (a claim's in-flight record is then released).
+ */
+export class RedisReplicationError extends Error {
+  override readonly name = 'RedisReplicationError';
+
+  constructor(
+    /** The operation whose write was not acknowledged. */
+    readonly operation: 'claim' | 'complete',
+    /** Replicas that acknowledged, or `null` when it is unknown (the WAIT failed, or ran elsewhere). */
+    readonly acknowledged: number | null,
+    /** `replication.replicas`. */
+    readonly required: number,
+    /** `replication.timeoutMs`. */
+    readonly timeoutMs: number,
+    detail: string,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `nestjs-idempotency: ${acknowledged ?? 'an unknown number'} of the ${required} replicas required (replication.replicas) acknowledged the ${operation} within ${timeoutMs} ms (replication.timeoutMs); ${detail} Check the replicas (INFO replication on the master), raise replication.timeoutMs, or set replication.onTimeout: 'ignore' to go on without the acknowledgement.`,
+      options,
+    );
+  }
 }
 
 // One script per operation, each touching one key: atomic on standalone Redis and on a Cluster.
@@ -75,6 +133,21 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 `;
 
+/** A script sent by hand in a pipeline (EVALSHA, then EVAL if the server does not know it). */
+interface Script {
+  lua: string;
+  sha: string;
+}
+
+function script(lua: string): Script {
+  return { lua, sha: createHash('sha1').update(lua).digest('hex') };
+}
+
+const SCRIPTS = { claim: script(CLAIM), complete: script(COMPLETE) };
+
+/** How long between two warnings of `onTimeout: 'ignore'`. */
+const IGNORED_WARNING_INTERVAL_MS = 60_000;
+
 interface IdempotencyCommands {
   idempotencyClaim(
     key: string,
@@ -97,6 +170,10 @@ type ScriptedClient = (Redis | Cluster) & IdempotencyCommands;
  *
  * A Redis error or timeout is thrown, so the interceptor answers 503 (fail closed).
  *
+ * With `replication`, an acquired claim and a completion also wait (`WAIT`) for replicas to
+ * acknowledge them; a replay, a release and a renewal do not. An ioredis client configured for
+ * Sentinel (`new Redis({ sentinels, name })`, or those options as `client`) works as any `Redis`.
+ *
  * @example
  * // A URL, redis:// or rediss:// (TLS), with user, password and database as ioredis reads them:
  * new RedisIdempotencyStore('redis://127.0.0.1:6379')
@@ -112,6 +189,9 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
   private readonly owned: boolean;
   private readonly logger = new Logger('RedisIdempotencyStore');
   private readonly keyPrefix: string;
+  private readonly replication: Required<RedisReplicationOptions> | undefined;
+  private lastIgnoredWarningAt = -Infinity;
+  private ignoredSinceWarning = 0;
 
   /**
    * @param url A `redis://` or `rediss://` URL, e.g. `redis://user:password@host:6379/2`, passed to
@@ -134,6 +214,11 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
     const { client = 'redis://127.0.0.1:6379', keyPrefix = 'idempotency:' } = options;
     const commandTimeout = options.commandTimeoutMs ?? 2_000;
     this.owned = !isClient(client);
+    this.replication = replicationOptions(
+      options.replication,
+      this.owned ? commandTimeout : clientCommandTimeout(client as Redis | Cluster),
+      this.owned ? 'commandTimeoutMs' : "the client's commandTimeout",
+    );
     if (isClient(client)) {
       this.client = client;
     } else if (typeof client === 'string') {
@@ -160,12 +245,21 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
   }
 
   async claim({ key, fingerprint, ownerToken, leaseMs }: ClaimOptions): Promise<ClaimResult> {
-    const [outcome, fp, detail] = await this.scripted.idempotencyClaim(
-      this.redisKey(key),
-      fingerprint ?? '',
-      ownerToken,
-      Math.ceil(leaseMs),
-    );
+    const redisKey = this.redisKey(key);
+    const args = [fingerprint ?? '', ownerToken, Math.ceil(leaseMs)];
+    let reply: [string, string?, (string | number)?];
+    if (this.replication) {
+      // A replay or an in-flight answer wrote nothing, so only an acquired claim waits: in a
+      // second round trip, since which of them it is only shows in the script's reply.
+      const run = await this.pipelined(redisKey, SCRIPTS.claim, args, false);
+      reply = run.reply as typeof reply;
+      if (reply[0] === 'a') {
+        await this.waitForClaim(redisKey, ownerToken, run.connection);
+      }
+    } else {
+      reply = await this.scripted.idempotencyClaim(redisKey, ...(args as [string, string, number]));
+    }
+    const [outcome, fp, detail] = reply;
     const storedFingerprint = fp ? fp : null;
     switch (outcome) {
       case 'a':
@@ -186,19 +280,35 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
   }
 
   async complete({ key, ownerToken, response, ttlMs }: CompleteOptions): Promise<boolean> {
-    const done = await this.scripted.idempotencyComplete(
-      this.redisKey(key),
-      ownerToken,
-      JSON.stringify(response),
-      Math.ceil(ttlMs),
+    const args = [ownerToken, JSON.stringify(response), Math.ceil(ttlMs)] as const;
+    if (!this.replication) {
+      return (await this.scripted.idempotencyComplete(this.redisKey(key), ...args)) === 1;
+    }
+    // The script and its WAIT in one round trip, on one connection.
+    const run = await this.pipelined(this.redisKey(key), SCRIPTS.complete, [...args], true);
+    if (run.reply !== 1) {
+      return false;
+    }
+    this.checkAcknowledged(
+      'complete',
+      run.waited,
+      'the response is stored on the master, and a failover before a replica has it loses it (the key is then in flight there until its lease lapses, and a retry after that runs the handler again).',
     );
-    return done === 1;
+    return true;
   }
 
+  /**
+   * Never waits for replicas, even with `replication`: a lost release only leaves the key in
+   * flight (409) until its lease lapses.
+   */
   async release({ key, ownerToken }: ReleaseOptions): Promise<boolean> {
     return (await this.scripted.idempotencyRelease(this.redisKey(key), ownerToken)) === 1;
   }
 
+  /**
+   * Never waits for replicas, even with `replication`: a renewal lost in a failover leaves the
+   * previous expiry, still at least two thirds of the lease away, and the next one renews again.
+   */
   async renew({ key, ownerToken, leaseMs }: RenewOptions): Promise<boolean> {
     return (
       (await this.scripted.idempotencyRenew(this.redisKey(key), ownerToken, Math.ceil(leaseMs))) ===
@@ -229,6 +339,132 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
   }
 
   /**
+   * WAIT for an acquired claim, on the connection that ran the script. When too few replicas
+   * acknowledged and `onTimeout` is `'fail'`, releases the record before throwing: the handler has
+   * not run, so a retry may claim the key at once instead of meeting 409 until the lease lapses.
+   */
+  private async waitForClaim(redisKey: string, ownerToken: string, connection: number) {
+    const replication = this.replication!;
+    let waited: Waited;
+    try {
+      // EXISTS only routes the pipeline to the key's slot on a Cluster (WAIT has no key).
+      const replies =
+        (await this.client
+          .pipeline()
+          .wait(replication.replicas, replication.timeoutMs)
+          .client('ID')
+          .exists(redisKey)
+          .exec()) ?? [];
+      waited = waitedReply(replies[0], connection, replies[1]);
+    } catch (error) {
+      waited = { acknowledged: null, error };
+    }
+    try {
+      this.checkAcknowledged('claim', waited, 'the claim was released and the request refused.');
+    } catch (error) {
+      await this.scripted
+        .idempotencyRelease(redisKey, ownerToken)
+        .catch((releaseError: Error) =>
+          this.logger.warn(
+            `Could not release the unacknowledged claim (${releaseError.message}); it lapses with its lease.`,
+          ),
+        );
+      throw error;
+    }
+  }
+
+  /** Throws or warns, as `onTimeout` says, when `waited` is short of `replication.replicas`. */
+  private checkAcknowledged(operation: 'claim' | 'complete', waited: Waited, detail: string) {
+    const { replicas, timeoutMs, onTimeout } = this.replication!;
+    if (waited.acknowledged !== null && waited.acknowledged >= replicas) {
+      return;
+    }
+    const why = waited.error
+      ? ` (the WAIT failed: ${waited.error instanceof Error ? waited.error.message : String(waited.error)})`
+      : waited.acknowledged === null
+        ? ' (the WAIT ran on another connection than the write, after a reconnection)'
+        : '';
+    if (onTimeout === 'fail') {
+      throw new RedisReplicationError(
+        operation,
+        waited.acknowledged,
+        replicas,
+        timeoutMs,
+        `${why ? why.slice(1) + '; ' : ''}${detail}`,
+        { cause: waited.error },
+      );
+    }
+    this.ignoredSinceWarning += 1;
+    const now = Date.now();
+    if (now - this.lastIgnoredWarningAt >= IGNORED_WARNING_INTERVAL_MS) {
+      this.logger.warn(
+        `${this.ignoredSinceWarning} write(s) acknowledged by fewer than ${replicas} replica(s) within ${timeoutMs} ms since the last warning, last a ${operation} acknowledged by ${waited.acknowledged ?? 'an unknown number'}${why}; going on (replication.onTimeout: 'ignore'). A failover now may lose these records.`,
+      );
+      this.lastIgnoredWarningAt = now;
+      this.ignoredSinceWarning = 0;
+    }
+  }
+
+  /**
+   * Runs `script` on the master of the key's slot in one pipeline, between two `CLIENT ID`s, with
+   * a WAIT after it when `wait`. On a Cluster, ioredis sends a whole pipeline to the node of the
+   * slot of its keyed commands, keyless ones (WAIT, CLIENT) included, on that node's connection.
+   */
+  private async pipelined(
+    redisKey: string,
+    { lua, sha }: Script,
+    args: (string | number)[],
+    wait: boolean,
+  ): Promise<{ reply: unknown; connection: number; waited: Waited }> {
+    const { replicas, timeoutMs } = this.replication!;
+    let useEval = false;
+    let redirected = false;
+    for (;;) {
+      const pipeline = this.client.pipeline().client('ID');
+      // EVALSHA, not the defined command: ioredis resends a defined command that met NOSCRIPT
+      // outside the pipeline, after the WAIT, which would then not cover its write.
+      if (useEval) {
+        pipeline.eval(lua, 1, redisKey, ...args);
+      } else {
+        pipeline.evalsha(sha, 1, redisKey, ...args);
+      }
+      if (wait) {
+        pipeline.wait(replicas, timeoutMs).client('ID');
+      }
+      const replies = (await pipeline.exec()) ?? [];
+      const [scriptError, reply] = replies[1] ?? [new Error('no reply to the script')];
+      if (scriptError) {
+        // The server refused the script before running it: nothing was written, so run it again.
+        if (!useEval && scriptError.message.startsWith('NOSCRIPT')) {
+          useEval = true;
+          continue;
+        }
+        if (!redirected && scriptError.message.startsWith('MOVED') && isCluster(this.client)) {
+          redirected = true;
+          await this.refreshSlots(this.client);
+          continue;
+        }
+        throw scriptError;
+      }
+      const [idError, connection] = replies[0];
+      if (idError) {
+        throw idError;
+      }
+      return {
+        reply,
+        connection: Number(connection),
+        waited: wait
+          ? waitedReply(replies[2], Number(connection), replies[3])
+          : { acknowledged: 0 },
+      };
+    }
+  }
+
+  private refreshSlots(cluster: Cluster): Promise<void> {
+    return new Promise((resolve) => cluster.refreshSlotsCache(() => resolve()));
+  }
+
+  /**
    * Logs a lost connection once, and its return, for a client the store created. Without an
    * `error` listener ioredis prints every failed reconnection attempt as an unhandled error event.
    */
@@ -255,6 +491,83 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
   }
 }
 
+/** What a WAIT answered: replicas that acknowledged, `null` when unknown. */
+interface Waited {
+  acknowledged: number | null;
+  error?: unknown;
+}
+
+/**
+ * A WAIT's reply, trusted only if the connection after it is the one that ran the write: on a
+ * new connection (ioredis resends unanswered commands after a reconnection, maybe to a promoted
+ * replica) WAIT has no write of its own to wait for, and answers at once.
+ */
+function waitedReply(wait: unknown, connection: number, after: unknown): Waited {
+  const [waitError, acknowledged] = wait as [Error | null, unknown];
+  if (waitError) {
+    return { acknowledged: null, error: waitError };
+  }
+  const [idError, id] = after as [Error | null, unknown];
+  if (idError) {
+    return { acknowledged: null, error: idError };
+  }
+  return { acknowledged: Number(id) === connection ? Number(acknowledged) : null };
+}
+
+/** The command timeout of a client passed in, in milliseconds, if it has one. */
+function clientCommandTimeout(client: Redis | Cluster): number | undefined {
+  const options = client.options as RedisOptions & ClusterOptions;
+  return isCluster(client) ? options.redisOptions?.commandTimeout : options.commandTimeout;
+}
+
+const REPLICATION_KEYS = ['replicas', 'timeoutMs', 'onTimeout'];
+
+/** `replication` with its defaults, or an error naming the option and the fix. */
+function replicationOptions(
+  value: unknown,
+  commandTimeout: number | undefined,
+  commandTimeoutName: string,
+): Required<RedisReplicationOptions> | undefined {
+  if (value === undefined) {
+    return undefined;
+  }
+  const fail = (message: string): never => {
+    throw new Error(`nestjs-idempotency: RedisIdempotencyStore option ${message}`);
+  };
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    return fail(
+      `"replication" must be an object such as { replicas: 1, timeoutMs: 100, onTimeout: 'fail' }, or left out to not wait for replicas.`,
+    );
+  }
+  const unknown = Object.keys(value).filter((key) => !REPLICATION_KEYS.includes(key));
+  if (unknown.length > 0) {
+    fail(
+      `"replication" has no ${unknown.map((key) => `"${key}"`).join(', ')}; its options are replicas, timeoutMs and onTimeout.`,
+    );
+  }
+  const { replicas, timeoutMs = 100, onTimeout = 'fail' } = value as RedisReplicationOptions;
+  if (!Number.isInteger(replicas) || replicas < 1) {
+    fail(
+      `"replication.replicas" must be an integer of at least 1 (how many replicas must acknowledge each write); got ${String(replicas)}. Leave "replication" out to not wait for replicas.`,
+    );
+  }
+  if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0) {
+    fail(
+      `"replication.timeoutMs" must be a number of milliseconds above 0 (WAIT 0 would block forever); got ${String(timeoutMs)}.`,
+    );
+  }
+  if (onTimeout !== 'fail' && onTimeout !== 'ignore') {
+    fail(`"replication.onTimeout" must be 'fail' or 'ignore'; got ${String(onTimeout)}.`);
+  }
+  const waitMs = Math.ceil(timeoutMs);
+  if (commandTimeout !== undefined && commandTimeout > 0 && waitMs >= commandTimeout) {
+    fail(
+      `"replication.timeoutMs" (${waitMs}) must be below ${commandTimeoutName} (${commandTimeout}), or the command timeout cuts every WAIT short; lower replication.timeoutMs or raise ${commandTimeoutName}.`,
+    );
+  }
+  return { replicas, timeoutMs: waitMs, onTimeout };
+}
+
 /** The schemes ioredis reads as a URL (it matches them the same way). */
 const REDIS_URL = /^rediss?:\/\//i;
 
@@ -275,7 +588,7 @@ function storeOptions(first: unknown, second: unknown): RedisIdempotencyStoreOpt
     return first;
   }
   throw new Error(
-    `nestjs-idempotency: RedisIdempotencyStore takes a redis:// or rediss:// URL (optionally followed by options other than "client") or an options object ({ client, keyPrefix, commandTimeoutMs }); got ${describeArguments(first, second)}.`,
+    `nestjs-idempotency: RedisIdempotencyStore takes a redis:// or rediss:// URL (optionally followed by options other than "client") or an options object ({ client, keyPrefix, commandTimeoutMs, replication }); got ${describeArguments(first, second)}.`,
   );
 }
 
@@ -303,6 +616,10 @@ function describeValue(value: unknown): string {
     return 'another options object';
   }
   return value === null ? 'null' : Array.isArray(value) ? 'an array' : `a ${typeof value}`;
+}
+
+function isCluster(client: Redis | Cluster): client is Cluster {
+  return (client as { isCluster?: boolean }).isCluster === true;
 }
 
 /** A client from another copy of ioredis fails `instanceof`, so look at its shape instead. */
