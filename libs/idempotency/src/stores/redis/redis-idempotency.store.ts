@@ -254,7 +254,7 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
       const run = await this.pipelined(redisKey, SCRIPTS.claim, args, false);
       reply = run.reply as typeof reply;
       if (reply[0] === 'a') {
-        await this.waitForClaim(redisKey, ownerToken, run.connection);
+        await this.waitForClaim(redisKey, ownerToken, run.connection, run.node);
       }
     } else {
       reply = await this.scripted.idempotencyClaim(redisKey, ...(args as [string, string, number]));
@@ -343,18 +343,22 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
    * acknowledged and `onTimeout` is `'fail'`, releases the record before throwing: the handler has
    * not run, so a retry may claim the key at once instead of meeting 409 until the lease lapses.
    */
-  private async waitForClaim(redisKey: string, ownerToken: string, connection: number) {
+  private async waitForClaim(
+    redisKey: string,
+    ownerToken: string,
+    connection: number,
+    /** The node the claim ran on after an ASK (its slot migrating), where its WAIT must run. */
+    node?: Redis,
+  ) {
     const replication = this.replication!;
     let waited: Waited;
     try {
+      const pipeline = (node ?? this.client)
+        .pipeline()
+        .wait(replication.replicas, replication.timeoutMs)
+        .client('ID');
       // EXISTS only routes the pipeline to the key's slot on a Cluster (WAIT has no key).
-      const replies =
-        (await this.client
-          .pipeline()
-          .wait(replication.replicas, replication.timeoutMs)
-          .client('ID')
-          .exists(redisKey)
-          .exec()) ?? [];
+      const replies = (await (node ? pipeline : pipeline.exists(redisKey)).exec()) ?? [];
       waited = waitedReply(replies[0], connection, replies[1]);
     } catch (error) {
       waited = { acknowledged: null, error };
@@ -415,12 +419,17 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
     { lua, sha }: Script,
     args: (string | number)[],
     wait: boolean,
-  ): Promise<{ reply: unknown; connection: number; waited: Waited }> {
+  ): Promise<{ reply: unknown; connection: number; waited: Waited; node?: Redis }> {
     const { replicas, timeoutMs } = this.replication!;
     let useEval = false;
     let redirected = false;
+    /** The node an ASK sent the key to, while its slot migrates: asked directly, with ASKING. */
+    let asked: Redis | undefined;
     for (;;) {
-      const pipeline = this.client.pipeline().client('ID');
+      const pipeline = (asked ?? this.client).pipeline().client('ID');
+      if (asked) {
+        pipeline.asking();
+      }
       // EVALSHA, not the defined command: ioredis resends a defined command that met NOSCRIPT
       // outside the pipeline, after the WAIT, which would then not cover its write.
       if (useEval) {
@@ -432,17 +441,26 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
         pipeline.wait(replicas, timeoutMs).client('ID');
       }
       const replies = (await pipeline.exec()) ?? [];
-      const [scriptError, reply] = replies[1] ?? [new Error('no reply to the script')];
+      const at = asked ? 2 : 1;
+      const [scriptError, reply] = replies[at] ?? [new Error('no reply to the script')];
       if (scriptError) {
         // The server refused the script before running it: nothing was written, so run it again.
         if (!useEval && scriptError.message.startsWith('NOSCRIPT')) {
           useEval = true;
           continue;
         }
-        if (!redirected && scriptError.message.startsWith('MOVED') && isCluster(this.client)) {
-          redirected = true;
-          await this.refreshSlots(this.client);
-          continue;
+        if (!redirected && isCluster(this.client)) {
+          if (scriptError.message.startsWith('MOVED')) {
+            redirected = true;
+            await this.refreshSlots(this.client);
+            continue;
+          }
+          const target = /^ASK \d+ (\S+)/.exec(scriptError.message)?.[1];
+          asked = target ? nodeAt(this.client, target) : undefined;
+          if (asked) {
+            redirected = true;
+            continue;
+          }
         }
         throw scriptError;
       }
@@ -454,8 +472,9 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
         reply,
         connection: Number(connection),
         waited: wait
-          ? waitedReply(replies[2], Number(connection), replies[3])
+          ? waitedReply(replies[at + 1], Number(connection), replies[at + 2])
           : { acknowledged: 0 },
+        node: asked,
       };
     }
   }
@@ -616,6 +635,11 @@ function describeValue(value: unknown): string {
     return 'another options object';
   }
   return value === null ? 'null' : Array.isArray(value) ? 'an array' : `a ${typeof value}`;
+}
+
+/** The node of `cluster` at `address` (`host:port`, as an ASK names it), if it knows one. */
+function nodeAt(cluster: Cluster, address: string): Redis | undefined {
+  return cluster.nodes('all').find(({ options }) => `${options.host}:${options.port}` === address);
 }
 
 function isCluster(client: Redis | Cluster): client is Cluster {
