@@ -283,6 +283,35 @@ describeOwnRedis('RedisIdempotencyStore with replication, on a master and a repl
     expect(runs).toBe(1);
   });
 
+  it('a completion that was not acknowledged: the caller gets its value, the log says it was written, a retry replays it', async () => {
+    const run = await service(storeWith());
+    const error = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+    const key = randomUUID();
+    let runs = 0;
+    try {
+      // The claim is acknowledged; the replica stops during the work, so the completion is not.
+      const first = await run
+        .run(key, async () => {
+          replica.pause();
+          return ++runs;
+        })
+        .finally(async () => {
+          replica.resume();
+          await master.waitForReplicas(1);
+        });
+      expect(first).toEqual({ value: 1, replayed: false });
+      expect(error.mock.calls.map(([message]) => String(message))).toContainEqual(
+        expect.stringMatching(
+          /^The idempotency record was written, but the store reported a failure/,
+        ),
+      );
+    } finally {
+      error.mockRestore();
+    }
+    await expect(run.run(key, async () => ++runs)).resolves.toEqual({ value: 1, replayed: true });
+    expect(runs).toBe(1);
+  });
+
   it("with onStoreError 'open', an unacknowledged claim runs the work unprotected", async () => {
     const run = await service(storeWith(), { onStoreError: 'open' });
     let runs = 0;

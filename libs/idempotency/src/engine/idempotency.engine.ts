@@ -527,7 +527,11 @@ export class IdempotencyEngine implements OnApplicationShutdown {
       record = 'store-failed';
       this.storeError(call, action, error, started);
       this.logger.error(
-        `Could not ${action} the idempotency record; it stays in flight until its lease lapses (${call.options.lockTtlMs} ms).`,
+        // A store may fail after writing (`written`: the Redis store's replication, when too few
+        // replicas acknowledged): the record is then there, only less durable than asked.
+        (error as { written?: unknown }).written === true
+          ? `The idempotency record was written, but the store reported a failure after it; if it is lost (a failover), it stays in flight until its lease lapses (${call.options.lockTtlMs} ms).`
+          : `Could not ${action} the idempotency record; it stays in flight until its lease lapses (${call.options.lockTtlMs} ms).`,
         error instanceof Error ? error.stack : String(error),
       );
     }

@@ -73,6 +73,11 @@ export interface RedisReplicationOptions {
  */
 export class RedisReplicationError extends Error {
   override readonly name = 'RedisReplicationError';
+  /**
+   * Whether the write stays on the master: `true` for a completion (the response is stored, only
+   * not known to be on a replica), `false` for a claim (its record was released).
+   */
+  readonly written: boolean;
 
   constructor(
     /** The operation whose write was not acknowledged. */
@@ -90,6 +95,7 @@ export class RedisReplicationError extends Error {
       `nestjs-idempotency: ${acknowledged ?? 'an unknown number'} of the ${required} replicas required (replication.replicas) acknowledged the ${operation} within ${timeoutMs} ms (replication.timeoutMs); ${detail} Check the replicas (INFO replication on the master), raise replication.timeoutMs, or set replication.onTimeout: 'ignore' to go on without the acknowledgement.`,
       options,
     );
+    this.written = operation === 'complete';
   }
 }
 
