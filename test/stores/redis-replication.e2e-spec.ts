@@ -1,10 +1,5 @@
 import { jest } from '@jest/globals';
-import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { Logger } from '@nestjs/common';
 import { Test, type TestingModule } from '@nestjs/testing';
 import { Cluster, Redis } from 'ioredis';
@@ -16,7 +11,8 @@ import {
 } from 'nestjs-idempotency';
 import { RedisIdempotencyStore, RedisReplicationError } from 'nestjs-idempotency/redis';
 import { describeIdempotencyStoreContract } from 'nestjs-idempotency/testing';
-import { type Child, eventually, spawnChild } from '../utils/processes';
+import { eventually } from '../utils/processes';
+import { ReplicatedRedisCluster } from '../utils/redis-cluster-replicas';
 import { OwnRedis, describeWithRedisServer } from '../utils/redis-server';
 
 /**
@@ -26,7 +22,6 @@ import { OwnRedis, describeWithRedisServer } from '../utils/redis-server';
  */
 
 const describeOwnRedis = describeWithRedisServer();
-const run = promisify(execFile);
 
 // E2E_LOG=1 shows the library's logs.
 Logger.overrideLogger(process.env.E2E_LOG ? ['log', 'warn', 'error'] : false);
@@ -322,82 +317,33 @@ describeOwnRedis('RedisIdempotencyStore with replication, on a master and a repl
   });
 });
 
-/** A Cluster of three masters with one replica each, on 7400-7405. */
-async function startClusterWithReplicas(basePort: number) {
-  const dir = mkdtempSync(join(tmpdir(), 'idempotency-replicated-cluster-'));
-  const ports = Array.from({ length: 6 }, (_, i) => basePort + i);
-  const servers = new Map<number, Child>();
-  const stop = async () => {
-    await Promise.all([...servers.values()].map((server) => server.stop()));
-    rmSync(dir, { recursive: true, force: true });
-  };
-  try {
-    for (const port of ports) {
-      const server = spawnChild(`redis-cluster:${port}`, 'redis-server', [
-        ...['--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes'],
-        ...['--cluster-config-file', join(dir, `nodes-${port}.conf`)],
-        ...['--cluster-node-timeout', '2000', '--save', '', '--appendonly', 'no', '--dir', dir],
-      ]);
-      servers.set(port, server);
-    }
-    await Promise.all(
-      [...servers.values()].map((server) => server.waitForOutput(/Ready to accept connections/)),
-    );
-    await run('redis-cli', [
-      ...['--cluster', 'create', ...ports.map((port) => `127.0.0.1:${port}`)],
-      ...['--cluster-replicas', '1', '--cluster-yes'],
-    ]);
-    const admins = new Map(ports.map((port) => [port, new Redis(port, '127.0.0.1')]));
-    // Which master each replica follows, once every replica is in sync.
-    const replicaOf = new Map<number, number>();
-    await eventually('every master of the Cluster to have a replica in sync', async () => {
-      replicaOf.clear();
-      for (const [port, admin] of admins) {
-        const info = await admin.info('replication');
-        if (/role:slave/.test(info) && /master_link_status:up/.test(info)) {
-          replicaOf.set(Number(/master_port:(\d+)/.exec(info)?.[1]), port);
-        }
-      }
-      const state = await admins.get(basePort)!.cluster('INFO');
-      return replicaOf.size === 3 && /cluster_state:ok/.test(state);
-    });
-    return {
-      nodes: [{ host: '127.0.0.1', port: basePort }],
-      admins,
-      replicaOf,
-      servers,
-      stop: async () => {
-        await Promise.all([...admins.values()].map((admin) => admin.quit()));
-        await stop();
-      },
-    };
-  } catch (error) {
-    await stop();
-    throw error;
-  }
-}
-
 describeOwnRedis('RedisIdempotencyStore with replication, on a Cluster with replicas', () => {
-  let cluster: Awaited<ReturnType<typeof startClusterWithReplicas>>;
+  let cluster: ReplicatedRedisCluster;
+  /** Which replica follows each master. */
+  let replicaOf: Map<number, number>;
   let client: Cluster;
   let store: RedisIdempotencyStore;
 
   beforeAll(async () => {
-    cluster = await startClusterWithReplicas(
+    cluster = await ReplicatedRedisCluster.start(
       Number(process.env.REDIS_REPLICATED_CLUSTER_PORT ?? 7400),
+      2_000,
+    );
+    replicaOf = new Map(
+      (await cluster.waitHealthy()).map(({ master, replica }) => [master, replica]),
     );
     client = new Cluster(cluster.nodes);
     store = new RedisIdempotencyStore({ client, replication: { replicas: 1, timeoutMs: 100 } });
     // A replica shown in sync may not acknowledge yet, just after its first sync: wait until
     // each master's replica acknowledges a write to a key of that master.
-    const pending = new Set(cluster.replicaOf.keys());
+    const pending = new Set(replicaOf.keys());
     for (let i = 0; pending.size > 0; i++) {
       const key = `replication-check:${i}`;
       const port = Number(
         client.slots[Number(await client.cluster('KEYSLOT', key))][0].split(':')[1],
       );
       if (pending.delete(port)) {
-        const admin = cluster.admins.get(port)!;
+        const admin = cluster.admin(port);
         await eventually(`the replica of ${port} to acknowledge`, async () => {
           await admin.set(key, '1');
           return (await admin.wait(1, 100)) >= 1;
@@ -419,10 +365,10 @@ describeOwnRedis('RedisIdempotencyStore with replication, on a Cluster with repl
 
   it("sends each WAIT to the master of the key's slot, and fails only the claims whose replica is paused", async () => {
     const keys = Array.from({ length: 24 }, () => newKey());
-    const masters = [...cluster.replicaOf.keys()];
+    const masters = [...replicaOf.keys()];
     const before = new Map(
       await Promise.all(
-        masters.map(async (port) => [port, await waits(cluster.admins.get(port)!)] as const),
+        masters.map(async (port) => [port, await waits(cluster.admin(port))] as const),
       ),
     );
     const expected = new Map(masters.map((port) => [port, 0]));
@@ -432,20 +378,20 @@ describeOwnRedis('RedisIdempotencyStore with replication, on a Cluster with repl
       expected.set(port, expected.get(port)! + 1);
     }
     for (const port of masters) {
-      expect((await waits(cluster.admins.get(port)!)) - before.get(port)!).toBe(expected.get(port));
+      expect((await waits(cluster.admin(port))) - before.get(port)!).toBe(expected.get(port));
     }
     expect([...expected.values()].filter((count) => count > 0).length).toBeGreaterThan(1);
 
     // Pause the replica of one master: only the claims in that master's slots fail.
     const paused = masters[0];
-    const replica = cluster.servers.get(cluster.replicaOf.get(paused)!)!;
+    const replica = replicaOf.get(paused)!;
     const onPaused: string[] = [];
     const elsewhere: string[] = [];
     while (onPaused.length < 3 || elsewhere.length < 3) {
       const key = newKey();
       ((await masterOf(key)) === paused ? onPaused : elsewhere).push(key);
     }
-    replica.signal('SIGSTOP');
+    cluster.signal(replica, 'SIGSTOP');
     try {
       for (const key of onPaused.slice(0, 3)) {
         await expect(store.claim(claimOf(key))).rejects.toBeInstanceOf(RedisReplicationError);
@@ -454,7 +400,7 @@ describeOwnRedis('RedisIdempotencyStore with replication, on a Cluster with repl
         await expect(store.claim(claimOf(key))).resolves.toEqual({ outcome: 'acquired' });
       }
     } finally {
-      replica.signal('SIGCONT');
+      cluster.signal(replica, 'SIGCONT');
     }
   });
 });

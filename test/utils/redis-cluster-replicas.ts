@@ -106,6 +106,11 @@ export class ReplicatedRedisCluster {
     await server?.exited;
   }
 
+  /** Sends `signal` to the server on `port` (SIGSTOP and SIGCONT pause and resume it). */
+  signal(port: number, signal: NodeJS.Signals): void {
+    this.servers.get(port)?.signal(signal);
+  }
+
   /** A connection of the test's own to one node (not through the Cluster client). */
   admin(port: number): Redis {
     let client = this.admins.get(port);
