@@ -258,6 +258,12 @@ export class ResponsesController {
     return { run: ran('lenient'), body };
   }
 
+  @Post('body-key')
+  @Idempotent({ key: { path: 'meta.requestId' } })
+  bodyKey(@Body() body: unknown) {
+    return { run: ran('body-key'), body };
+  }
+
   @Post('conflict-status')
   @Idempotent({ mismatchStatus: 409 })
   conflictStatus() {

@@ -364,6 +364,51 @@ describe.each(CASES)(
         expect(count('lenient')).toBe(1);
       });
 
+      it('reads the key from a body field with key: { path }, a number as its decimal form', async () => {
+        const id = `${key()}`;
+        const first = await request(t.url)
+          .post('/responses/body-key')
+          .send({ meta: { requestId: id }, sku: 'a' })
+          .expect(201);
+        const again = await request(t.url)
+          .post('/responses/body-key')
+          .send({ meta: { requestId: id }, sku: 'a' })
+          .expect(201);
+        expect(again.headers['idempotent-replayed']).toBe('true');
+        expect(again.body).toEqual(first.body);
+        const numeric = Date.now() * 1000 + n;
+        await request(t.url)
+          .post('/responses/body-key')
+          .send({ meta: { requestId: numeric } })
+          .expect(201);
+        const replay = await request(t.url)
+          .post('/responses/body-key')
+          .send({ meta: { requestId: numeric } })
+          .expect(201);
+        expect(replay.headers['idempotent-replayed']).toBe('true');
+        expect(count('body-key')).toBe(2);
+      });
+
+      it('answers 400 when the body field is missing or not a valid key, before the handler runs', async () => {
+        const missing = await request(t.url)
+          .post('/responses/body-key')
+          .send({ meta: {} })
+          .expect(400);
+        expect(missing.body.code).toBe('IDEMPOTENCY_KEY_MISSING');
+        const wrongType = await request(t.url)
+          .post('/responses/body-key')
+          .send({ meta: { requestId: { id: 1 } } })
+          .expect(400);
+        expect(wrongType.body.code).toBe('IDEMPOTENCY_KEY_INVALID');
+        expect(wrongType.body.detail).toContain('meta.requestId');
+        const empty = await request(t.url)
+          .post('/responses/body-key')
+          .send({ meta: { requestId: '' } })
+          .expect(400);
+        expect(empty.body.code).toBe('IDEMPOTENCY_KEY_INVALID');
+        expect(count('body-key')).toBe(0);
+      });
+
       it('answers the configured mismatchStatus', async () => {
         const k = key();
         await post('/responses/conflict-status', k).send({ a: 1 }).expect(201);

@@ -9,16 +9,34 @@ export type IdempotentMethod = 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
 /**
  * Where the key comes from: the request header (`'header'`), the request fingerprint
- * (`'fingerprint'`, a dedup window for clients that send no key), a function, or only keys this
- * server issued (`'issued'`, or {@link IdempotencyIssuedKeySource} to name their scope or read them
- * from elsewhere than the header). Issued keys need the module option `issuedKeys`.
+ * (`'fingerprint'`, a dedup window for clients that send no key), a field of the payload
+ * ({@link IdempotencyPayloadKeySource}), a function, or only keys this server issued (`'issued'`,
+ * or {@link IdempotencyIssuedKeySource} to name their scope or read them from elsewhere than the
+ * header). Issued keys need the module option `issuedKeys`.
  */
 export type IdempotencyKeySource =
   | 'header'
   | 'fingerprint'
   | 'issued'
+  | IdempotencyPayloadKeySource
   | IdempotencyIssuedKeySource
   | ((context: ExecutionContext) => string | undefined);
+
+/**
+ * The key is a field of the payload, named by a dot-separated path: of the request body over HTTP,
+ * of the message data on a microservice handler, of the arguments of a GraphQL mutation. A string
+ * is taken as it is, a finite number as its decimal form; a missing field (or `null`) is no key,
+ * anything else an invalid one.
+ *
+ * @example key: { path: 'meta.eventId' }
+ */
+export interface IdempotencyPayloadKeySource {
+  /**
+   * Dot-separated path of the field: `'idempotencyKey'`, `'meta.eventId'`.
+   * @example 'meta.eventId'
+   */
+  path: string;
+}
 
 /**
  * Accept only keys `IdempotencyKeyIssuer` issued for the scope name `issued`; any other key answers

@@ -1,5 +1,6 @@
 import {
   InvalidKeyError,
+  keyAtPath,
   MAX_KEY_LENGTH,
   parseIdempotencyKey,
   rawHeaderValues,
@@ -55,5 +56,37 @@ describe('rawHeaderValues', () => {
     const raw = ['Host', 'x', 'Idempotency-Key', 'a', 'idempotency-key', 'b', 'Other', 'c'];
     expect(rawHeaderValues(raw, 'Idempotency-Key')).toEqual(['a', 'b']);
     expect(rawHeaderValues(raw, 'missing')).toEqual([]);
+  });
+});
+
+describe('keyAtPath', () => {
+  it('reads a string, and a finite number as its decimal form', () => {
+    expect(keyAtPath({ meta: { eventId: 'evt_1' } }, ['meta', 'eventId'])).toBe('evt_1');
+    expect(keyAtPath({ id: 42 }, ['id'])).toBe('42');
+  });
+
+  it('answers undefined for a missing field or null on the way', () => {
+    expect(keyAtPath({}, ['meta', 'eventId'])).toBeUndefined();
+    expect(keyAtPath({ meta: null }, ['meta', 'eventId'])).toBeUndefined();
+    expect(keyAtPath({ meta: { eventId: null } }, ['meta', 'eventId'])).toBeUndefined();
+    expect(keyAtPath('text', ['meta'])).toBeUndefined();
+    expect(keyAtPath(undefined, ['id'])).toBeUndefined();
+  });
+
+  it('never follows inherited properties', () => {
+    expect(keyAtPath({}, ['constructor', 'name'])).toBeUndefined();
+    expect(keyAtPath({}, ['__proto__'])).toBeUndefined();
+  });
+
+  it.each([
+    ['an object', { id: { a: 1 } }, 'must be a string or a number; got object'],
+    ['an array', { id: ['a'] }, 'got an array'],
+    ['a boolean', { id: true }, 'got boolean'],
+    ['NaN', { id: Number.NaN }, 'got number'],
+    ['an empty string', { id: '' }, 'empty'],
+    ['a non-ASCII string', { id: 'clé' }, 'printable ASCII'],
+  ])('refuses %s', (_name, payload, message) => {
+    expect(() => keyAtPath(payload, ['id'])).toThrow(InvalidKeyError);
+    expect(() => keyAtPath(payload, ['id'])).toThrow(message);
   });
 });

@@ -69,3 +69,34 @@ export function rawHeaderValues(rawHeaders: readonly string[], name: string): st
   }
   return values;
 }
+
+/**
+ * The key at `path` in a payload (`key: { path }`): a string as it is, a finite number as its
+ * decimal form, `undefined` when a field on the way is missing or `null`. Throws
+ * {@link InvalidKeyError} for any other value, and for a string that is not a valid key.
+ */
+export function keyAtPath(payload: unknown, path: readonly string[]): string | undefined {
+  let value = payload;
+  for (const part of path) {
+    if (value === null || typeof value !== 'object' || !Object.hasOwn(value, part)) {
+      return undefined;
+    }
+    value = (value as Record<string, unknown>)[part];
+  }
+  if (value === undefined || value === null) {
+    return undefined;
+  }
+  const key =
+    typeof value === 'string'
+      ? value
+      : typeof value === 'number' && Number.isFinite(value)
+        ? String(value)
+        : undefined;
+  if (key === undefined) {
+    throw new InvalidKeyError(
+      `The idempotency key at ${path.join('.')} must be a string or a number; got ${Array.isArray(value) ? 'an array' : typeof value}.`,
+    );
+  }
+  validateIdempotencyKey(key);
+  return key;
+}

@@ -12,6 +12,11 @@ describe('resolveOptions(): key', () => {
     ['fingerprint', 'fingerprint', { key: 'fingerprint', issued: undefined }],
     ['a function', fromBody, { key: fromBody, issued: undefined }],
     ["'issued'", 'issued', { key: 'header', issued: 'default' }],
+    [
+      '{ path }',
+      { path: 'meta.eventId' },
+      { key: { path: ['meta', 'eventId'] }, issued: undefined },
+    ],
     ['{ issued }', { issued: 'checkout' }, { key: 'header', issued: 'checkout' }],
     [
       "{ issued, from: 'header' }",
@@ -31,6 +36,9 @@ describe('resolveOptions(): key', () => {
   it.each([
     ['an unknown string', 'cookie', "option \"key\" must be 'header', 'fingerprint', 'issued'"],
     ['null', null, 'option "key" must be'],
+    ['an empty path', { path: '' }, 'option "key.path" must be a dot-separated field path'],
+    ['a path with an empty part', { path: 'meta..id' }, 'option "key.path" must be'],
+    ['a path of another type', { path: 7 }, 'option "key.path" must be'],
     ['an empty scope name', { issued: '' }, 'option "key.issued" must be a scope name'],
     ['a scope name of another type', { issued: 42 }, 'option "key.issued" must be a scope name'],
     [

@@ -30,7 +30,7 @@ export interface ResolvedIdempotencyOptions {
   scope: IdempotencyScope;
   required: boolean;
   /** Where the key is read from; an issued key is read from the header or its `from` function. */
-  key: 'header' | 'fingerprint' | ((context: ExecutionContext) => string | undefined);
+  key: ResolvedKeySource;
   /** Scope name the key must have been issued for, or `undefined` when any key is accepted. */
   issued: string | undefined;
   fingerprint: NonNullable<IdempotentOptions['fingerprint']> | undefined;
@@ -39,6 +39,16 @@ export interface ResolvedIdempotencyOptions {
   /** `undefined`: the context's own (over HTTP, `request.user.id ?? request.user.sub`). */
   principal: IdempotentOptions['principal'];
 }
+
+/**
+ * Where a handler's key is read from: the context's own header (or its transport's), the
+ * fingerprint, a field of the payload (the path split at its dots), or a function.
+ */
+export type ResolvedKeySource =
+  | 'header'
+  | 'fingerprint'
+  | { path: readonly string[] }
+  | ((context: ExecutionContext) => string | undefined);
 
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
@@ -120,8 +130,19 @@ function keySource(
   if (typeof value !== 'object' || value === null) {
     throw new IdempotencyOptionError(
       'key',
-      `must be 'header', 'fingerprint', 'issued', { issued, from? } or a function; got ${JSON.stringify(value)}.`,
+      `must be 'header', 'fingerprint', 'issued', { path }, { issued, from? } or a function; got ${JSON.stringify(value)}.`,
     );
+  }
+  if ('path' in value) {
+    const { path } = value;
+    const parts = typeof path === 'string' ? path.split('.') : [];
+    if (parts.length === 0 || parts.some((part) => part === '')) {
+      throw new IdempotencyOptionError(
+        'key.path',
+        `must be a dot-separated field path such as 'meta.eventId'; got ${JSON.stringify(path)}.`,
+      );
+    }
+    return { key: { path: parts }, issued: undefined };
   }
   assertScope(value.issued, 'key.issued');
   const from = value.from ?? 'header';

@@ -15,6 +15,7 @@ import {
 } from '../../engine/idempotency-rejection';
 import {
   InvalidKeyError,
+  keyAtPath,
   parseIdempotencyKey,
   rawHeaderValues,
   validateIdempotencyKey,
@@ -193,8 +194,8 @@ export class HttpContextAdapter implements IdempotencyContextAdapter {
   }
 
   /**
-   * The client's key: from the route's key function, or the header parsed as a Structured Field
-   * string or a bare token. `undefined` when absent; throws {@link InvalidKeyError} when invalid
+   * The client's key: from the route's key function, a field of the body, or the header parsed as
+   * a Structured Field string or a bare token. `undefined` when absent; throws {@link InvalidKeyError} when invalid
    * or sent twice with different values.
    */
   private readKey(
@@ -208,6 +209,9 @@ export class HttpContextAdapter implements IdempotencyContextAdapter {
         validateIdempotencyKey(key);
       }
       return key ?? undefined;
+    }
+    if (typeof options.key === 'object') {
+      return keyAtPath(request.body, options.key.path);
     }
     const raw = request.raw?.rawHeaders ?? request.rawHeaders;
     const header = request.headers[options.headerName.toLowerCase()];

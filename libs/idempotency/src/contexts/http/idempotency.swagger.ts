@@ -170,18 +170,23 @@ function decoratorsFor(swagger: SwaggerDecorators, options: IdempotentOptions): 
   const headerName = options.headerName ?? DEFAULT_IDEMPOTENCY_HEADER;
   const required = options.required ?? true;
   const { key } = options;
-  const issued = key === 'issued' || (typeof key === 'object' && key !== null);
+  const issued = key === 'issued' || (typeof key === 'object' && key !== null && 'issued' in key);
+  const bodyField = typeof key === 'object' && key !== null && 'path' in key ? key.path : undefined;
   const fromHeader =
     key === undefined ||
     key === 'header' ||
     key === 'issued' ||
-    (typeof key === 'object' && key !== null && (key.from ?? 'header') === 'header');
+    bodyField !== undefined ||
+    (typeof key === 'object' &&
+      key !== null &&
+      'issued' in key &&
+      (key.from ?? 'header') === 'header');
   const problems: { status: number; description: string; codes: string[] }[] = [
     ...(fromHeader
       ? [
           {
             status: 400,
-            description: `The ${headerName} header is ${required ? 'missing or ' : ''}invalid.`,
+            description: `The ${bodyField === undefined ? `${headerName} header` : `idempotency key in the body field ${bodyField}`} is ${required ? 'missing or ' : ''}invalid.`,
             codes: [
               ...(required ? [IdempotencyErrorCode.KeyMissing] : []),
               IdempotencyErrorCode.KeyInvalid,
@@ -229,7 +234,7 @@ function decoratorsFor(swagger: SwaggerDecorators, options: IdempotentOptions): 
     byStatus.set(status, entry);
   }
   return [
-    ...(fromHeader
+    ...(fromHeader && bodyField === undefined
       ? [
           swagger.ApiHeader({
             name: headerName,
