@@ -6,6 +6,9 @@ const START: Record<string, string> = {
     'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log',
   PostgreSQL: 'pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start',
   MariaDB: 'start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd',
+  RabbitMQ: 'rabbitmq-server -detached',
+  NATS: 'start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log',
+  Mosquitto: 'mosquitto -d -c /etc/mosquitto/mosquitto.conf',
 };
 
 /** Whether something accepts TCP connections on host:port. */
