@@ -259,6 +259,28 @@ describe.each(PLATFORMS)('Server-issued idempotency keys (%s)', (platform) => {
     );
     expect(runs).toBe(1);
   });
+
+  it('refuses a form field that is not a string with 400 IDEMPOTENCY_KEY_INVALID, never a 500', async () => {
+    const { url, issuer } = await start();
+    const key = issuer.issue({ scope: 'forms' }).key;
+    // What a key function reads from a parsed body is the client's: JSON gives any type, and a
+    // form field sent twice is parsed as an array.
+    for (const idempotencyKey of [42, [key], { length: 1 }, true]) {
+      expectProblem(
+        await request(url).post('/forms').send({ item: 'book', idempotencyKey }),
+        IdempotencyErrorCode.KeyInvalid,
+      );
+    }
+    expectProblem(
+      await request(url)
+        .post('/forms')
+        .type('form')
+        .send(`item=book&idempotencyKey=${key}&idempotencyKey=${key}`),
+      IdempotencyErrorCode.KeyInvalid,
+    );
+    expect(runs).toBe(0);
+    expect(claims).not.toHaveBeenCalled();
+  });
 });
 
 describe.each(PLATFORMS)('Issued keys configuration (%s)', (platform) => {

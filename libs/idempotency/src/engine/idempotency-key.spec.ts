@@ -4,6 +4,7 @@ import {
   MAX_KEY_LENGTH,
   parseIdempotencyKey,
   rawHeaderValues,
+  validateIdempotencyKey,
 } from './idempotency-key';
 
 describe('parseIdempotencyKey', () => {
@@ -48,6 +49,17 @@ describe('parseIdempotencyKey', () => {
     const key = 'k'.repeat(MAX_KEY_LENGTH);
     expect(parseIdempotencyKey(key)).toBe(key);
     expect(parseIdempotencyKey(`"${key}"`)).toBe(key);
+  });
+});
+
+describe('validateIdempotencyKey', () => {
+  it.each([
+    ['a number', 42],
+    ['an array', ['abc']],
+    ['an object with a length', { length: 3 }],
+    ['a boolean', true],
+  ])('refuses %s, as a key function may read one from a parsed body', (_name, value) => {
+    expect(() => validateIdempotencyKey(value)).toThrow(InvalidKeyError);
   });
 });
 

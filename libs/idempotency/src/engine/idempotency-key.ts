@@ -20,8 +20,16 @@ export function parseIdempotencyKey(raw: string): string {
   return key;
 }
 
-/** Throws {@link InvalidKeyError} unless `key` is 1 to 255 characters of printable ASCII. */
-export function validateIdempotencyKey(key: string): void {
+/**
+ * Throws {@link InvalidKeyError} unless `key` is a string of 1 to 255 characters of printable
+ * ASCII. A key function's value is checked too: read from a parsed body, it may be any type.
+ */
+export function validateIdempotencyKey(key: unknown): asserts key is string {
+  if (typeof key !== 'string') {
+    throw new InvalidKeyError(
+      `The idempotency key must be a string; got ${Array.isArray(key) ? 'an array' : typeof key}.`,
+    );
+  }
   if (key.length === 0) {
     throw new InvalidKeyError('The idempotency key is empty.');
   }
