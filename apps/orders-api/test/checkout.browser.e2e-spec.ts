@@ -216,4 +216,60 @@ describeWithChromium('Checkout page in Chromium', () => {
     const payments = await paymentsOf(order.id);
     expect(payments).toEqual([expect.objectContaining({ id: a, status: 'succeeded' })]);
   }, 60_000);
+
+  it('a saved key the server no longer takes (issued before a restart) is replaced: one payment', async () => {
+    const order = await newOrder();
+    const page = await open(order.id);
+    const sent = watchPayments(page);
+    const entry = `checkout:${order.id}`;
+    await page.waitForFunction(`localStorage.getItem(${JSON.stringify(entry)}) !== null`);
+    // `npm start` signs with a random secret per process: to the restarted server, the key the
+    // page kept from the previous one is a key whose signature does not verify.
+    await page.evaluate(`(() => {
+      const saved = JSON.parse(localStorage.getItem(${JSON.stringify(entry)}));
+      const parts = saved.key.split('.');
+      parts[3] = (parts[3][0] === 'A' ? 'B' : 'A') + parts[3].slice(1);
+      localStorage.setItem(${JSON.stringify(entry)}, JSON.stringify({ ...saved, key: parts.join('.') }));
+    })()`);
+    await page.locator('#pay').click();
+    const shown = await shownPaymentId(page);
+    await screenshot(page, 'key-replaced');
+
+    const payments = await paymentsOf(order.id);
+    expect(payments).toEqual([expect.objectContaining({ id: shown, status: 'succeeded' })]);
+    // Refused 400 (nothing ran), then paid with a new key the page asked for by itself.
+    expect(sent.map((s) => s.status)).toEqual([400, 201]);
+    expect(new Set(sent.map((s) => s.key)).size).toBe(2);
+  }, 60_000);
+
+  it('after a refusal, the next Pay is a new attempt with a new key', async () => {
+    const order = await newOrder();
+    const page = await open(order.id);
+    const sent = watchPayments(page);
+    // The order changes after the page showed it: the amount the page sends is refused (422,
+    // stored under the key, so that key would get the same refusal forever).
+    const changed = await fetch(`${app.url}/orders/${order.id}`, {
+      method: 'PUT',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({
+        customerId: 'browser-changed',
+        items: [{ sku: 'MUG-01', quantity: 3, unitPrice: 9.99 }],
+      }),
+    });
+    expect(changed.status).toBe(200);
+    await page.locator('#pay').click();
+    await page.locator('#status[data-state="error"]', { hasText: 'Not paid' }).waitFor();
+    expect(await paymentsOf(order.id)).toEqual([]);
+    // The user reloads, sees the new total and pays: a new key, so a new attempt, which succeeds.
+    await page.reload();
+    await page.locator('#pay:not([disabled])').waitFor();
+    await page.locator('#pay').click();
+    const shown = await shownPaymentId(page);
+    await screenshot(page, 'paid-after-refusal');
+
+    const payments = await paymentsOf(order.id);
+    expect(payments).toEqual([expect.objectContaining({ id: shown, status: 'succeeded' })]);
+    expect(sent.map((s) => s.status)).toEqual([422, 201]);
+    expect(new Set(sent.map((s) => s.key)).size).toBe(2);
+  }, 60_000);
 });

@@ -50,6 +50,7 @@ const SCRIPT = `
   // One entry per order: { key, expiresAt, paymentId? }. localStorage is shared by the tabs.
   const load = (orderId) => { try { return JSON.parse(localStorage.getItem('checkout:' + orderId)); } catch { return null; } };
   const save = (orderId, entry) => localStorage.setItem('checkout:' + orderId, JSON.stringify(entry));
+  const forget = (orderId) => localStorage.removeItem('checkout:' + orderId);
 
   function show(state, title, detail, paymentId) {
     status.dataset.state = state;
@@ -131,7 +132,8 @@ const SCRIPT = `
     paying = true;
     pay.disabled = true;
     try {
-      const entry = await keyFor(order.id);
+      let entry = await keyFor(order.id);
+      let renewed = false;
       save(order.id, { ...entry, submitted: true });
       show('pending', 'Paying…', ' Please keep this page open.');
       for (let attempt = 1; ; attempt++) {
@@ -158,11 +160,22 @@ const SCRIPT = `
           await sleep(Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : 1000);
           continue;
         }
+        // A key the server no longer takes (issued before it restarted with another secret, or
+        // expired) was refused before anything ran: pay with a new one, once.
+        if (!renewed && (body.code === 'IDEMPOTENCY_KEY_NOT_ISSUED' || body.code === 'IDEMPOTENCY_KEY_EXPIRED')) {
+          renewed = true;
+          forget(order.id);
+          entry = await keyFor(order.id);
+          save(order.id, { ...entry, submitted: true });
+          continue;
+        }
         // Paid already (under another key, another tab), or this key expired after its payment
         // went through: the order's payment is the answer.
         const payment = await existingPayment(order);
         if (payment && payment.status === 'succeeded') return paid(order, payment, true);
-        save(order.id, { ...entry, submitted: false });
+        // Refused, nothing charged: the stored refusal would be replayed to this key, so the next
+        // attempt is a new operation with a new key.
+        forget(order.id);
         pay.disabled = false;
         return show('error', 'Not paid', ' ' + (body.detail || body.title || 'The payment failed (' + res.status + ').') + ' Nothing was charged.');
       }
