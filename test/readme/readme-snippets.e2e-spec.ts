@@ -136,3 +136,24 @@ describe('README.md snippets', () => {
     },
   );
 });
+
+describe('README.md prose', () => {
+  it('has no stray HTML comment marker outside code blocks (a left-over note would show on npm)', () => {
+    const stray: string[] = [];
+    let fenced = false;
+    let open: number | undefined;
+    readFileSync(README, 'utf8')
+      .split(/\r?\n/)
+      .forEach((text, index) => {
+        if (/^```/.test(text)) fenced = !fenced;
+        if (fenced) return;
+        for (const [marker] of text.matchAll(/<!--|-->/g)) {
+          if (marker === '<!--' && open === undefined) open = index + 1;
+          else if (marker === '-->' && open !== undefined) open = undefined;
+          else stray.push(`README.md:${index + 1} ${marker}`);
+        }
+      });
+    if (open !== undefined) stray.push(`README.md:${open} <!-- never closed`);
+    expect(stray).toEqual([]);
+  });
+});
