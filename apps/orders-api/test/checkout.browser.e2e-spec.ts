@@ -129,6 +129,31 @@ describeWithChromium('Checkout page in Chromium', () => {
     return sent;
   }
 
+  it('a newcomer creates a demo order on the page and double-clicks Pay: one payment', async () => {
+    // Served from a plain http origin other than localhost, as when the sample runs on another
+    // machine: not a secure context, so browser APIs such as crypto.randomUUID() are missing.
+    const origin = 'http://shop.test';
+    await context.route(`${origin}/**`, async (route) => {
+      const response = await route.fetch({ url: route.request().url().replace(origin, app.url) });
+      await route.fulfill({ response });
+    });
+    const page = await context.newPage();
+    const sent = watchPayments(page);
+    await page.goto(`${origin}/checkout`);
+    await page.locator('#new-order').click();
+    await page.locator('#pay:not([disabled])', { hasText: 'Pay' }).waitFor();
+    const orderId = await page.locator('#order').inputValue();
+    expect(await paymentsOf(orderId)).toEqual([]);
+    await page.locator('#pay').dblclick();
+    const shown = await shownPaymentId(page);
+    await screenshot(page, 'newcomer');
+
+    expect(await page.evaluate('isSecureContext')).toBe(false);
+    const payments = await paymentsOf(orderId);
+    expect(payments).toEqual([expect.objectContaining({ id: shown, status: 'succeeded' })]);
+    expect(new Set(sent.map((s) => s.key)).size).toBe(1);
+  }, 60_000);
+
   it('a double click on Pay charges once and shows that payment', async () => {
     const order = await newOrder();
     const page = await open(order.id);

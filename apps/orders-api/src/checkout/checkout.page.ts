@@ -211,11 +211,15 @@ const SCRIPT = `
     if (order) submit(order);
   });
   $('new-order').addEventListener('click', async () => {
+    // Not crypto.randomUUID(): it exists only in secure contexts (https, localhost), and the
+    // sample may be opened over plain http from another machine.
+    const key = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
     const res = await fetch('/orders', {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json', 'Idempotency-Key': crypto.randomUUID() },
+      headers: { 'Content-Type': 'application/json', 'Idempotency-Key': key },
       body: JSON.stringify({ customerId: 'demo-customer', items: [{ sku: 'MUG-01', quantity: 2, unitPrice: 9.99 }, { sku: 'TEA-25', quantity: 1, unitPrice: 4.5 }] }),
-    });
+    }).catch(() => null);
+    if (!res || !res.ok) return show('error', 'No order created', ' Creating the demo order failed; try again.');
     const order = await res.json();
     await loadOrders(order.id);
   });
