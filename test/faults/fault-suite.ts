@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { storageKeyOf } from 'nestjs-idempotency';
 import request, { type Response } from 'supertest';
 import { DataSource } from 'typeorm';
 import { type AppProcess, spawnOrdersApi } from '../../apps/orders-api/test/orders-api.process';
@@ -31,6 +32,37 @@ export const postOrder = (app: AppProcess, k: string, body: object) =>
 
 export const postPayment = (app: AppProcess, k: string, orderId: string, amount: number) =>
   request(app.url).post('/payments').set('Idempotency-Key', k).send({ orderId, amount });
+
+/**
+ * The two effects of the sample that commit with their record in transactional mode: where each
+ * lands, how a scenario sends one, and the column value that tells one key's rows from the others
+ * (each scenario uses its own `tag`).
+ */
+export const EFFECTS = {
+  orders: {
+    table: 'orders',
+    route: '/orders',
+    column: 'customer_id',
+    value: (tag: string) => tag,
+    post: (app: AppProcess, k: string, tag: string) => postOrder(app, k, orderFor(tag)),
+  },
+  emails: {
+    table: 'outbox_messages',
+    route: '/emails',
+    column: 'recipient',
+    value: (tag: string) => `${tag}@example.com`,
+    post: (app: AppProcess, k: string, tag: string) =>
+      request(app.url)
+        .post('/emails')
+        .set('Idempotency-Key', k)
+        .send({ to: `${tag}@example.com`, subject: 'Receipt', body: 'Thanks.' }),
+  },
+} as const;
+export type Effect = keyof typeof EFFECTS;
+
+/** The storage key the sample's POST route gives an anonymous client's key. */
+export const storageKeyOfRoute = (route: string, k: string) =>
+  storageKeyOf(['endpoint', 'POST', route, 'anonymous'], k);
 
 /** The payments of an order, as the app lists them. */
 export async function paymentsOf(
