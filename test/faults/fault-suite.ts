@@ -27,6 +27,12 @@ export const orderFor = (customerId: string) => ({
   items: [{ sku: 'SKU-1', quantity: 2, unitPrice: 9.99 }],
 });
 
+export const emailFor = (tag: string) => ({
+  to: `${tag}@example.com`,
+  subject: 'Receipt',
+  body: 'Thanks.',
+});
+
 export const postOrder = (app: AppProcess, k: string, body: object) =>
   request(app.url).post('/orders').set('Idempotency-Key', k).send(body);
 
@@ -44,6 +50,7 @@ export const EFFECTS = {
     route: '/orders',
     column: 'customer_id',
     value: (tag: string) => tag,
+    body: orderFor,
     post: (app: AppProcess, k: string, tag: string) => postOrder(app, k, orderFor(tag)),
   },
   emails: {
@@ -51,11 +58,9 @@ export const EFFECTS = {
     route: '/emails',
     column: 'recipient',
     value: (tag: string) => `${tag}@example.com`,
+    body: emailFor,
     post: (app: AppProcess, k: string, tag: string) =>
-      request(app.url)
-        .post('/emails')
-        .set('Idempotency-Key', k)
-        .send({ to: `${tag}@example.com`, subject: 'Receipt', body: 'Thanks.' }),
+      request(app.url).post('/emails').set('Idempotency-Key', k).send(emailFor(tag)),
   },
 } as const;
 export type Effect = keyof typeof EFFECTS;
@@ -74,7 +79,7 @@ export async function paymentsOf(
 }
 
 /** Whether an answer is the library's "the first request with this key is still running". */
-export const inProgress = (res: Response) =>
+export const inProgress = (res: { status: number; body?: { code?: unknown } }) =>
   res.status === 409 && res.body?.code === 'IDEMPOTENCY_REQUEST_IN_PROGRESS';
 
 /** Counts of answers by status, written as `201: 30, 409: 12` for the outcome files. */
