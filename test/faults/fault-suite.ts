@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { storageKeyOf } from 'nestjs-idempotency';
 import request, { type Response } from 'supertest';
 import { DataSource } from 'typeorm';
 import { type AppProcess, spawnOrdersApi } from '../../apps/orders-api/test/orders-api.process';
@@ -26,11 +27,47 @@ export const orderFor = (customerId: string) => ({
   items: [{ sku: 'SKU-1', quantity: 2, unitPrice: 9.99 }],
 });
 
+export const emailFor = (tag: string) => ({
+  to: `${tag}@example.com`,
+  subject: 'Receipt',
+  body: 'Thanks.',
+});
+
 export const postOrder = (app: AppProcess, k: string, body: object) =>
   request(app.url).post('/orders').set('Idempotency-Key', k).send(body);
 
 export const postPayment = (app: AppProcess, k: string, orderId: string, amount: number) =>
   request(app.url).post('/payments').set('Idempotency-Key', k).send({ orderId, amount });
+
+/**
+ * The two effects of the sample that commit with their record in transactional mode: where each
+ * lands, how a scenario sends one, and the column value that tells one key's rows from the others
+ * (each scenario uses its own `tag`).
+ */
+export const EFFECTS = {
+  orders: {
+    table: 'orders',
+    route: '/orders',
+    column: 'customer_id',
+    value: (tag: string) => tag,
+    body: orderFor,
+    post: (app: AppProcess, k: string, tag: string) => postOrder(app, k, orderFor(tag)),
+  },
+  emails: {
+    table: 'outbox_messages',
+    route: '/emails',
+    column: 'recipient',
+    value: (tag: string) => `${tag}@example.com`,
+    body: emailFor,
+    post: (app: AppProcess, k: string, tag: string) =>
+      request(app.url).post('/emails').set('Idempotency-Key', k).send(emailFor(tag)),
+  },
+} as const;
+export type Effect = keyof typeof EFFECTS;
+
+/** The storage key the sample's POST route gives an anonymous client's key. */
+export const storageKeyOfRoute = (route: string, k: string) =>
+  storageKeyOf(['endpoint', 'POST', route, 'anonymous'], k);
 
 /** The payments of an order, as the app lists them. */
 export async function paymentsOf(
@@ -42,7 +79,7 @@ export async function paymentsOf(
 }
 
 /** Whether an answer is the library's "the first request with this key is still running". */
-export const inProgress = (res: Response) =>
+export const inProgress = (res: { status: number; body?: { code?: unknown } }) =>
   res.status === 409 && res.body?.code === 'IDEMPOTENCY_REQUEST_IN_PROGRESS';
 
 /** Counts of answers by status, written as `201: 30, 409: 12` for the outcome files. */

@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { storageKeyOf } from 'nestjs-idempotency';
 import { DataSource, type QueryRunner } from 'typeorm';
 import { type AppProcess } from '../../apps/orders-api/test/orders-api.process';
 import {
@@ -12,6 +11,8 @@ import {
 import { eventually, killAllChildren } from '../utils/processes';
 import { describeWithServer } from '../utils/services';
 import {
+  EFFECTS,
+  type Effect,
   inProgress,
   key,
   orderFor,
@@ -20,10 +21,11 @@ import {
   START_MS,
   startApp,
   StatusTally,
+  storageKeyOfRoute,
   untilNotInProgress,
 } from './fault-suite';
 import { recordOutcome } from './outcomes';
-import request, { type Response } from 'supertest';
+import { type Response } from 'supertest';
 
 /**
  * Exactly once for effects: the sample in transactional mode (TypeORM store, the default), two
@@ -38,29 +40,6 @@ const LOCK_TTL_MS = 2_000;
 afterAll(() => killAllChildren());
 
 type Kind = 'postgres' | 'mariadb';
-
-/** The two effects of the sample that commit with their record. */
-const EFFECTS = {
-  orders: {
-    table: 'orders',
-    route: '/orders',
-    column: 'customer_id',
-    body: (tag: string) => orderFor(tag),
-    post: (app: AppProcess, k: string, tag: string) => postOrder(app, k, orderFor(tag)),
-  },
-  emails: {
-    table: 'outbox_messages',
-    route: '/emails',
-    column: 'recipient',
-    body: (tag: string) => ({ to: `${tag}@example.com`, subject: 'Receipt', body: 'Thanks.' }),
-    post: (app: AppProcess, k: string, tag: string) =>
-      request(app.url)
-        .post('/emails')
-        .set('Idempotency-Key', k)
-        .send({ to: `${tag}@example.com`, subject: 'Receipt', body: 'Thanks.' }),
-  },
-} as const;
-type Effect = keyof typeof EFFECTS;
 
 /** What a scenario needs of the database: a lock on an effect table, and what to look at. */
 class Database {
@@ -158,9 +137,10 @@ class Database {
 
   /** Effect rows of one key's payload (its customer or recipient, unique per scenario). */
   async effects(effect: Effect, tag: string): Promise<{ id: string }[]> {
-    const { table, column } = EFFECTS[effect];
-    const value = effect === 'emails' ? `${tag}@example.com` : tag;
-    return this.sql.query(`SELECT id FROM ${table} WHERE ${column} = ${this.param(1)}`, [value]);
+    const { table, column, value } = EFFECTS[effect];
+    return this.sql.query(`SELECT id FROM ${table} WHERE ${column} = ${this.param(1)}`, [
+      value(tag),
+    ]);
   }
 
   /**
@@ -202,10 +182,6 @@ class Database {
     await this.sql.query('DELETE FROM fail_completion');
   }
 }
-
-/** The storage key the sample's POST route gives an anonymous client's key. */
-const storageKeyOfRoute = (route: string, k: string) =>
-  storageKeyOf(['endpoint', 'POST', route, 'anonymous'], k);
 
 const DATABASES: [string, Kind, Promise<jest.Describe>][] = [
   ['PostgreSQL', 'postgres', describeWithServer('PostgreSQL', POSTGRES_URL)],
