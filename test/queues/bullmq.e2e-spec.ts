@@ -149,6 +149,10 @@ const LOCK_TTL_MS = 2_000;
       );
       expect(late).toMatchObject({ replayed: true, shipmentId: shipment.id });
       expect(victim.child.stdout).toMatch(/lease lost before COMMIT/);
+      // BullMQ refuses its completion of the job too: it lost the job's lock.
+      await victim.waitFor('its completion refused', (e) =>
+        /Missing lock for job/.test(String(e.message)),
+      );
       await eventually(
         'the frozen transaction to end',
         async () => (await db.openTransactions()) === 0,

@@ -47,9 +47,15 @@ class ShipmentsConsumer implements OnApplicationBootstrap, OnApplicationShutdown
     const channel = await this.connection.createChannel();
     await channel.assertQueue(QUEUE, { durable: true });
     await channel.prefetch(4);
-    await channel.consume(QUEUE, (message) => message && void this.handle(channel, message), {
-      noAck: false,
-    });
+    await channel.consume(
+      QUEUE,
+      (message) =>
+        message &&
+        void this.handle(channel, message).catch((error: unknown) =>
+          this.logger.error(`message ${message.properties.messageId}: ${String(error)}`),
+        ),
+      { noAck: false },
+    );
   }
 
   async onApplicationShutdown(): Promise<void> {

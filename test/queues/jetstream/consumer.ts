@@ -63,7 +63,9 @@ class ShipmentsConsumer implements OnApplicationBootstrap, OnApplicationShutdown
 
   private async loop(messages: ConsumerMessages): Promise<void> {
     for await (const message of messages) {
-      await this.handle(message);
+      await this.handle(message).catch((error: unknown) =>
+        this.logger.error(`message ${message.seq}: ${String(error)}`),
+      );
     }
   }
 
