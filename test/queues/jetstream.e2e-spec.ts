@@ -32,7 +32,7 @@ const STREAM = `SHIPMENTS_${suffix}`;
 const SUBJECT = `shipments.${suffix}`;
 const CONSUMER = 'shippers';
 const ACK_WAIT_MS = 1_500;
-const DUPLICATE_WINDOW_MS = 1_000;
+const DUPLICATE_WINDOW_MS = 2_000;
 
 (await describeWithServers(['NATS', NATS_URL], ['PostgreSQL', POSTGRES_URL]))(
   'A NATS JetStream consumer through IdempotencyService.run()',
