@@ -12,7 +12,8 @@ import { type Child, eventually, spawnChild } from '../utils/processes';
 
 /** One line a fixture printed (../fixtures/shipments.ts `report()`). */
 export interface FixtureEvent {
-  event: 'ready' | 'done' | 'in-progress' | 'fault' | 'failed' | 'worker-error' | string;
+  /** `ready`, `done` (ran or replayed, then acknowledged), `in-progress` (put back), `fault`, `failed`, `worker-error`. */
+  event: string;
   worker: string;
   /** The job id, message id or stream sequence the line is about. */
   delivery?: string;
