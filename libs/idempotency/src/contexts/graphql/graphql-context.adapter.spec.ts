@@ -177,6 +177,14 @@ describe('GraphqlContextAdapter', () => {
       await expect(
         lastValueFrom(adapter.replay(call({}), { ...graphql, headers: {}, error: true })),
       ).rejects.toMatchObject({ message: 'declined', extensions: { code: 'CARD_DECLINED' } });
+      const apollo = adapter.captureError(
+        Object.assign(new Error('forbidden'), {
+          extensions: { code: 'FORBIDDEN', http: { status: 403, headers: new Map([['a', 'b']]) } },
+        }),
+      );
+      await expect(
+        lastValueFrom(adapter.replay(call({}), { ...apollo, headers: {}, error: true })),
+      ).rejects.toMatchObject({ extensions: { code: 'FORBIDDEN', http: { status: 403 } } });
     });
   });
 

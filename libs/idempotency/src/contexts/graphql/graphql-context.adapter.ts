@@ -188,7 +188,14 @@ export class GraphqlContextAdapter implements IdempotencyContextAdapter {
           : extensions.code === 'INTERNAL_SERVER_ERROR'
             ? 500
             : 400;
-      const stored: StoredError = { type: 'graphql', message, extensions: rest };
+      // Of Apollo's `http` extension (status and headers of the response), the status is kept: the
+      // replay answers with it again. Its headers (a Map) are not stored.
+      const stored: StoredError = {
+        type: 'graphql',
+        message,
+        extensions:
+          typeof httpStatus === 'number' ? { ...rest, http: { status: httpStatus } } : rest,
+      };
       return { status, body: stored };
     }
     const stored: StoredError = { type: 'error', message };
