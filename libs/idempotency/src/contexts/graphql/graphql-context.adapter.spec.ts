@@ -90,6 +90,17 @@ describe('GraphqlContextAdapter', () => {
       expect(aliasedArgument.key).toBe(fromArgument.key);
     });
 
+    it("finds the request on Mercurius's reply when the context has no req", () => {
+      const context = call({ sku: 'a' });
+      const gql = context.getArgByIndex(2) as Record<string, unknown>;
+      delete gql.req;
+      gql.reply = { request: { headers: { 'idempotency-key': 'k' } }, header: () => undefined };
+      const fromReply = storageKey(context);
+      expect(fromReply.key).toBe(
+        storageKey(call({ sku: 'a' }, { headers: { 'idempotency-key': 'k' } })).key,
+      );
+    });
+
     it('leaves key.path out of the fingerprint, and keeps the other arguments in', () => {
       const options: IdempotentOptions = { key: { path: 'input.requestId' } };
       const a = storageKey(call({ input: { requestId: 'r1', amount: 5 } }), options);

@@ -40,14 +40,16 @@ type HeaderSink = {
 
 /**
  * The GraphQL context as Nest's drivers build it: `req` is the HTTP request (Express with Apollo,
- * Fastify with Mercurius, which also puts its `reply` there).
+ * Fastify with Mercurius, which also puts its `reply` there, and the request on the reply).
  */
 interface GraphqlContext {
-  req?: RequestHeaders & { user?: Principal; res?: HeaderSink };
+  req?: GraphqlRequest;
   res?: HeaderSink;
-  reply?: HeaderSink;
+  reply?: HeaderSink & { request?: GraphqlRequest };
   user?: Principal;
 }
+
+type GraphqlRequest = RequestHeaders & { user?: Principal; res?: HeaderSink };
 
 /** What is read here of the resolver's `GraphQLResolveInfo`. */
 interface FieldInfo {
@@ -259,7 +261,8 @@ export class GraphqlContextAdapter implements IdempotencyContextAdapter {
     }
     const path = [IDEMPOTENCY_KEY_ARGUMENT];
     const argument = keyAtPath(args, path);
-    const header = gql?.req?.headers ? headerKey(gql.req, options.headerName) : undefined;
+    const request = requestOf(gql);
+    const header = request?.headers ? headerKey(request, options.headerName) : undefined;
     if (argument !== undefined && header !== undefined && argument !== header) {
       throw new InvalidKeyError(
         `The ${options.headerName} header and the ${IDEMPOTENCY_KEY_ARGUMENT} argument hold different keys; send the key once, or the same key in both.`,
@@ -287,7 +290,7 @@ export class GraphqlContextAdapter implements IdempotencyContextAdapter {
     if (options.scope === 'global') {
       return ['global', ...field];
     }
-    const user = gql?.req?.user ?? gql?.user;
+    const user = requestOf(gql)?.user ?? gql?.user;
     const principal = options.principal ? options.principal(context) : (user?.id ?? user?.sub);
     const who =
       principal === undefined || principal === null ? 'anonymous' : `principal:${principal}`;
@@ -295,6 +298,11 @@ export class GraphqlContextAdapter implements IdempotencyContextAdapter {
       ? ['user', who, ...field]
       : ['endpoint', 'GRAPHQL', target, who, ...field];
   }
+}
+
+/** The HTTP request behind the operation: `req`, or the request of Mercurius's `reply`. */
+function requestOf(gql: GraphqlContext | undefined): GraphqlRequest | undefined {
+  return gql?.req ?? gql?.reply?.request;
 }
 
 /** A root field of a mutation operation: never a query, a subscription or a nested field. */
@@ -360,7 +368,7 @@ function markReplayed(gql: GraphqlContext | undefined): void {
     }
     return;
   }
-  const response = gql?.res ?? gql?.req?.res;
+  const response = gql?.res ?? requestOf(gql)?.res;
   if (typeof response?.setHeader === 'function' && !response.headersSent) {
     response.setHeader(IDEMPOTENT_REPLAYED_HEADER, 'true');
   }
