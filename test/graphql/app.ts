@@ -221,6 +221,16 @@ export class IdempotentQueryResolver {
   }
 }
 
+/** An invalid option on a mutation: the application must refuse to start. */
+@Resolver(() => Payment)
+export class InvalidOptionResolver {
+  @Mutation(() => Payment)
+  @Idempotent({ ttl: 0 })
+  refund(): Payment {
+    return { id: 'r-1', amount: 0, run: 0 };
+  }
+}
+
 /** Which store the app uses: the memory store, Redis under a prefix, or a Redis that is not there. */
 export type StoreSpec =
   { kind: 'memory' } | { kind: 'redis'; url: string; prefix: string } | { kind: 'broken' };
@@ -246,8 +256,8 @@ export interface GraphqlAppConfig {
   store: StoreSpec;
   /** Where the generated schema is written; in memory when unset. */
   schemaFile?: string;
-  /** Add {@link IdempotentQueryResolver}. */
-  idempotentQuery?: boolean;
+  /** Add a resolver the start must refuse: {@link IdempotentQueryResolver}, {@link InvalidOptionResolver}. */
+  refused?: 'query' | 'option';
 }
 
 @Module({})
@@ -271,7 +281,8 @@ export class GraphqlAppModule {
         OrdersResolver,
         PaymentsResolver,
         ControlResolver,
-        ...(config.idempotentQuery ? [IdempotentQueryResolver] : []),
+        ...(config.refused === 'query' ? [IdempotentQueryResolver] : []),
+        ...(config.refused === 'option' ? [InvalidOptionResolver] : []),
       ],
     };
   }

@@ -32,7 +32,7 @@ interface GraphqlApp {
 
 type Driver = 'apollo' | 'mercurius';
 
-type AppOptions = Pick<GraphqlAppConfig, 'store' | 'schemaFile' | 'idempotentQuery'>;
+type AppOptions = Pick<GraphqlAppConfig, 'store' | 'schemaFile' | 'refused'>;
 
 async function startApollo(options: AppOptions): Promise<GraphqlApp> {
   const moduleRef = await Test.createTestingModule({
@@ -74,7 +74,7 @@ function spawnMercurius(options: AppOptions, port: number): Child {
           ? { GRAPHQL_APP_REDIS_URL: store.url, GRAPHQL_APP_REDIS_PREFIX: store.prefix }
           : {}),
         ...(options.schemaFile ? { GRAPHQL_APP_SCHEMA_FILE: options.schemaFile } : {}),
-        ...(options.idempotentQuery ? { GRAPHQL_APP_IDEMPOTENT_QUERY: '1' } : {}),
+        ...(options.refused ? { GRAPHQL_APP_REFUSED: options.refused } : {}),
       },
     },
   );
@@ -506,22 +506,30 @@ describe.each(DRIVERS)('GraphQL mutations: failures (%s)', (driver) => {
     }
   }, 90_000);
 
-  it('refuses to start with @Idempotent() on a query, naming the resolver and the field', async () => {
-    const message =
-      /@Idempotent\(\) on IdempotentQueryResolver\.latestOrder: the GraphQL field Query\.latestOrder is a query; only root mutation fields can be idempotent/;
-    if (driver === 'apollo') {
-      await expect(
-        startApollo({ store: { kind: 'memory' }, idempotentQuery: true }),
-      ).rejects.toThrow(message);
-      return;
-    }
-    const child = spawnMercurius(
-      { store: { kind: 'memory' }, idempotentQuery: true },
-      await freePort(),
-    );
-    const exit = await child.exited;
-    expect(exit.code).toBe(1);
-    expect(child.stderr).toMatch(message);
-    expect(child.stdout).not.toContain('graphql-app listening');
-  }, 90_000);
+  it.each([
+    [
+      '@Idempotent() on a query, naming the resolver and the field',
+      'query' as const,
+      /@Idempotent\(\) on IdempotentQueryResolver\.latestOrder: the GraphQL field Query\.latestOrder is a query; only root mutation fields can be idempotent/,
+    ],
+    [
+      'an invalid option on a mutation, naming the resolver, the handler and the option',
+      'option' as const,
+      /nestjs-idempotency: @Idempotent\(\) on InvalidOptionResolver\.refund: option "ttl" must be/,
+    ],
+  ])(
+    'refuses to start with %s',
+    async (_what, refused, message) => {
+      if (driver === 'apollo') {
+        await expect(startApollo({ store: { kind: 'memory' }, refused })).rejects.toThrow(message);
+        return;
+      }
+      const child = spawnMercurius({ store: { kind: 'memory' }, refused }, await freePort());
+      const exit = await child.exited;
+      expect(exit.code).toBe(1);
+      expect(child.stderr).toMatch(message);
+      expect(child.stdout).not.toContain('graphql-app listening');
+    },
+    90_000,
+  );
 });

@@ -6,7 +6,7 @@
  *
  * Environment: GRAPHQL_APP_PORT; GRAPHQL_APP_STORE (memory | redis | broken) with
  * GRAPHQL_APP_REDIS_URL and GRAPHQL_APP_REDIS_PREFIX for redis; GRAPHQL_APP_SCHEMA_FILE (optional);
- * GRAPHQL_APP_IDEMPOTENT_QUERY=1 adds a query with @Idempotent() (the start must fail).
+ * GRAPHQL_APP_REFUSED (query | option) adds a resolver the start must refuse.
  */
 import 'reflect-metadata';
 import { NestFactory } from '@nestjs/core';
@@ -30,7 +30,10 @@ async function main(): Promise<void> {
       driver: MercuriusDriver,
       store,
       schemaFile: env.GRAPHQL_APP_SCHEMA_FILE,
-      idempotentQuery: env.GRAPHQL_APP_IDEMPOTENT_QUERY === '1',
+      refused:
+        env.GRAPHQL_APP_REFUSED === 'query' || env.GRAPHQL_APP_REFUSED === 'option'
+          ? env.GRAPHQL_APP_REFUSED
+          : undefined,
     }),
     new FastifyAdapter(),
     { logger: env.E2E_LOG ? undefined : false, abortOnError: false },
