@@ -14,6 +14,7 @@ const result = spawnSync(
     '--runInBand',
     'libs/',
     'test/http/',
+    'test/graphql/',
     ...process.argv.slice(2),
   ],
   { stdio: 'inherit', env: { ...process.env, IDEMPOTENCY_TEST_SQLITE: 'optional' } },

@@ -7,6 +7,7 @@ import {
 } from '@nestjs/common';
 import { EMPTY, lastValueFrom, type Observable, of, throwError } from 'rxjs';
 import type { IdempotencyContextAdapter } from './contexts/context-adapter';
+import { GraphqlContextAdapter } from './contexts/graphql/graphql-context.adapter';
 import { HttpContextAdapter } from './contexts/http/http-context.adapter';
 import { type IdempotentHandler, IdempotentHandlers } from './contexts/idempotent-handlers';
 import { IdempotencyEngine, type IdempotencyOutcome } from './engine/idempotency.engine';
@@ -30,8 +31,9 @@ export class IdempotencyInterceptor implements NestInterceptor {
     private readonly engine: IdempotencyEngine,
     private readonly handlers: IdempotentHandlers,
     http: HttpContextAdapter,
+    graphql: GraphqlContextAdapter,
   ) {
-    this.adapters = { http };
+    this.adapters = { http, graphql };
   }
 
   async intercept(context: ExecutionContext, next: CallHandler): Promise<Observable<unknown>> {

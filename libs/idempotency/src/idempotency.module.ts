@@ -1,5 +1,7 @@
 import { type DynamicModule, Module } from '@nestjs/common';
 import { DiscoveryModule, ModulesContainer } from '@nestjs/core';
+import { GraphqlContextAdapter } from './contexts/graphql/graphql-context.adapter';
+import { documentIdempotentMutations } from './contexts/graphql/idempotency.graphql-schema';
 import { HttpContextAdapter } from './contexts/http/http-context.adapter';
 import { documentIdempotentRoutes } from './contexts/http/idempotency.swagger';
 import { IdempotentHandlers } from './contexts/idempotent-handlers';
@@ -17,6 +19,7 @@ import { IdempotencyStore } from './stores/idempotency-store';
 import { MemoryIdempotencyStore } from './stores/memory/memory-idempotency.store';
 
 const IDEMPOTENCY_OPENAPI = Symbol('IDEMPOTENCY_OPENAPI');
+const IDEMPOTENCY_GRAPHQL_SCHEMA = Symbol('IDEMPOTENCY_GRAPHQL_SCHEMA');
 
 /**
  * Idempotency-Key support. `forRoot(options)` / `forRootAsync({ useFactory | useClass |
@@ -46,6 +49,7 @@ const IDEMPOTENCY_OPENAPI = Symbol('IDEMPOTENCY_OPENAPI');
     IdempotentHandlers,
     IdempotencyKeyIssuer,
     HttpContextAdapter,
+    GraphqlContextAdapter,
     IdempotencyInterceptor,
     IdempotencyService,
     {
@@ -53,6 +57,12 @@ const IDEMPOTENCY_OPENAPI = Symbol('IDEMPOTENCY_OPENAPI');
       provide: IDEMPOTENCY_OPENAPI,
       inject: [ModulesContainer, IDEMPOTENCY_MODULE_OPTIONS],
       useFactory: documentIdempotentRoutes,
+    },
+    {
+      // Notes @Idempotent() mutations in the GraphQL schema, before GraphQLModule builds it.
+      provide: IDEMPOTENCY_GRAPHQL_SCHEMA,
+      inject: [ModulesContainer, IDEMPOTENCY_MODULE_OPTIONS],
+      useFactory: documentIdempotentMutations,
     },
   ],
   // The interceptor's own dependencies too: `@UseInterceptors(IdempotencyInterceptor)` builds it
@@ -63,6 +73,7 @@ const IDEMPOTENCY_OPENAPI = Symbol('IDEMPOTENCY_OPENAPI');
     IdempotentHandlers,
     IdempotencyKeyIssuer,
     HttpContextAdapter,
+    GraphqlContextAdapter,
     IdempotencyInterceptor,
     IdempotencyService,
     IDEMPOTENCY_MODULE_OPTIONS,

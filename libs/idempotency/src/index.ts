@@ -43,6 +43,10 @@ export { MAX_KEY_LENGTH, parseIdempotencyKey } from './engine/idempotency-key';
 export { requestFingerprint, storageKeyOf } from './engine/idempotency.hashing';
 export type { CallDescription, IdempotencyContextAdapter } from './contexts/context-adapter';
 export type { IdempotentHandler } from './contexts/idempotent-handlers';
+export {
+  IdempotencyGraphQLError,
+  type IdempotencyGraphQLErrorExtensions,
+} from './contexts/graphql/idempotency-graphql.error';
 export * from './stores/idempotency-store';
 export {
   MemoryIdempotencyStore,

@@ -7,6 +7,7 @@ import { resolveOptions, type ResolvedIdempotencyOptions } from '../engine/resol
 import { IDEMPOTENCY_MODULE_OPTIONS } from '../idempotency.constants';
 import type { IdempotencyModuleOptions, IdempotentOptions } from '../idempotency.options';
 import { Idempotent } from '../idempotent.decorator';
+import { resolverFieldName, resolverMethodKind } from './graphql/graphql-resolvers';
 
 /** Verbs a class-level `@Idempotent()` covers unless its `methods` say otherwise. */
 export const DEFAULT_METHODS = ['POST', 'PATCH'] as const;
@@ -20,9 +21,10 @@ export interface IdempotentHandler {
    * decorator (it covers whatever its handler serves).
    */
   methods?: ReadonlySet<string>;
+  /** The controller, or the GraphQL resolver. */
   controller: Type;
   handler: (...args: unknown[]) => unknown;
-  /** `Controller.method`, for messages. */
+  /** `Controller.method` (or `Resolver.method`), for messages. */
   name: string;
 }
 
@@ -50,10 +52,11 @@ export function mergedOptions(
 }
 
 /**
- * Every handler `@Idempotent()` applies to. At bootstrap it finds them all and resolves their
- * options, so an invalid option fails the start with a message naming the controller, the
- * handler and the option, rather than every request to that route failing later. Lookups after
- * that are one `WeakMap` read.
+ * Every handler `@Idempotent()` applies to. At bootstrap it finds them all (the routes of
+ * controllers and the mutations of GraphQL resolvers) and resolves their options, so an invalid
+ * option fails the start with a message naming the controller (or resolver), the handler and the
+ * option, rather than every request to that route failing later. Lookups after that are one
+ * `WeakMap` read.
  */
 @Injectable()
 export class IdempotentHandlers implements OnModuleInit {
@@ -95,6 +98,33 @@ export class IdempotentHandlers implements OnModuleInit {
       for (const name of this.scanner.getAllMethodNames(controller.prototype)) {
         this.get(controller, controller.prototype[name] as object);
       }
+    }
+    for (const wrapper of this.discovery.getProviders()) {
+      const resolver = wrapper.metatype as Type | null;
+      if (!resolver?.prototype) {
+        continue;
+      }
+      for (const name of this.scanner.getAllMethodNames(resolver.prototype)) {
+        this.checkResolverMethod(resolver, resolver.prototype[name] as object, name);
+      }
+    }
+  }
+
+  /**
+   * GraphQL resolvers are providers: a root mutation is resolved here like a route, and a
+   * handler-level `@Idempotent()` on any other field (a query, a subscription, a field resolver)
+   * fails the start, since it would never be covered. A class-level one covers the mutations only.
+   */
+  private checkResolverMethod(resolver: Type, method: object, methodName: string): void {
+    const kind = resolverMethodKind(method);
+    if (kind === 'mutation') {
+      this.get(resolver, method);
+    } else if (kind !== undefined && this.reflector.get(Idempotent, method as never)) {
+      const field = resolverFieldName(resolver, method, methodName);
+      const what = kind === 'field' || kind === 'reference' ? 'a field resolver' : `a ${kind}`;
+      throw new Error(
+        `nestjs-idempotency: @Idempotent() on ${resolver.name}.${methodName}: the GraphQL field ${field} is ${what}; only root mutation fields can be idempotent. Remove the decorator (queries, subscriptions and field resolvers run on every call).`,
+      );
     }
   }
 

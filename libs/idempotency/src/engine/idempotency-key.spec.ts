@@ -1,4 +1,5 @@
 import {
+  headerKey,
   InvalidKeyError,
   keyAtPath,
   MAX_KEY_LENGTH,
@@ -68,6 +69,37 @@ describe('rawHeaderValues', () => {
     const raw = ['Host', 'x', 'Idempotency-Key', 'a', 'idempotency-key', 'b', 'Other', 'c'];
     expect(rawHeaderValues(raw, 'Idempotency-Key')).toEqual(['a', 'b']);
     expect(rawHeaderValues(raw, 'missing')).toEqual([]);
+  });
+});
+
+describe('headerKey', () => {
+  it('reads the header from the raw list (Node), from raw.rawHeaders (Fastify) or from headers', () => {
+    expect(
+      headerKey({ headers: {}, rawHeaders: ['idempotency-KEY', '"a"'] }, 'Idempotency-Key'),
+    ).toBe('a');
+    expect(
+      headerKey({ headers: {}, raw: { rawHeaders: ['Idempotency-Key', 'b'] } }, 'Idempotency-Key'),
+    ).toBe('b');
+    expect(headerKey({ headers: { 'x-key': 'c' } }, 'X-Key')).toBe('c');
+  });
+
+  it('answers undefined when the header is absent', () => {
+    expect(
+      headerKey({ headers: {}, rawHeaders: ['Other', 'x'] }, 'Idempotency-Key'),
+    ).toBeUndefined();
+    expect(headerKey({ headers: {} }, 'Idempotency-Key')).toBeUndefined();
+  });
+
+  it('accepts a header repeated with the same key, and refuses one repeated with another', () => {
+    const twice = (a: string, b: string) => ({
+      headers: {},
+      rawHeaders: ['Idempotency-Key', a, 'Idempotency-Key', b],
+    });
+    expect(headerKey(twice('k', '"k"'), 'Idempotency-Key')).toBe('k');
+    expect(() => headerKey(twice('k', 'j'), 'Idempotency-Key')).toThrow(InvalidKeyError);
+    expect(() =>
+      headerKey({ headers: { 'idempotency-key': ['k', 'j'] } }, 'Idempotency-Key'),
+    ).toThrow('sent more than once with different values');
   });
 });
 

@@ -78,6 +78,40 @@ export function rawHeaderValues(rawHeaders: readonly string[], name: string): st
   return values;
 }
 
+/** The request headers as Node (Express) and Fastify expose them. */
+export interface RequestHeaders {
+  headers: Record<string, string | string[] | undefined>;
+  rawHeaders?: string[];
+  raw?: { rawHeaders?: string[] };
+}
+
+/**
+ * The key of header `headerName`, parsed as a Structured Field string or a bare token;
+ * `undefined` when absent. Throws {@link InvalidKeyError} when invalid, or sent more than once
+ * with different values (read from the raw header list, where a repeated header is not joined).
+ */
+export function headerKey(request: RequestHeaders, headerName: string): string | undefined {
+  const raw = request.raw?.rawHeaders ?? request.rawHeaders;
+  const header = request.headers[headerName.toLowerCase()];
+  const values = raw
+    ? rawHeaderValues(raw, headerName)
+    : header === undefined
+      ? []
+      : ([] as string[]).concat(header);
+  if (values.length === 0) {
+    return undefined;
+  }
+  const first = parseIdempotencyKey(values[0]);
+  for (let i = 1; i < values.length; i++) {
+    if (parseIdempotencyKey(values[i]) !== first) {
+      throw new InvalidKeyError(
+        `The ${headerName} header was sent more than once with different values.`,
+      );
+    }
+  }
+  return first;
+}
+
 /**
  * The key at `path` in a payload (`key: { path }`): a string as it is, a finite number as its
  * decimal form, `undefined` when a field on the way is missing or `null`. Throws

@@ -1,4 +1,4 @@
-import { requestFingerprint, storageKey } from './idempotency.hashing';
+import { fieldFingerprint, requestFingerprint, storageKey } from './idempotency.hashing';
 
 describe('storageKey', () => {
   it('is a hex SHA-256', () => {
@@ -69,6 +69,43 @@ describe('requestFingerprint', () => {
     expect(requestFingerprint(raw)).toBe(requestFingerprint({ ...raw, body: Buffer.from('abc') }));
     expect(requestFingerprint(raw)).not.toBe(
       requestFingerprint({ ...raw, body: Buffer.from('abd') }),
+    );
+  });
+});
+
+describe('fieldFingerprint', () => {
+  const args = { sku: 'a', input: { quantity: 1, notes: ['x', 'y'] } };
+
+  it('ignores the order of object keys, and takes null-prototype objects (graphql-js arguments)', () => {
+    const bare = Object.assign(Object.create(null) as object, {
+      input: { notes: ['x', 'y'], quantity: 1 },
+      sku: 'a',
+    });
+    expect(fieldFingerprint('Mutation.placeOrder', bare)).toBe(
+      fieldFingerprint('Mutation.placeOrder', args),
+    );
+  });
+
+  it.each([
+    ['an argument', 'Mutation.placeOrder', { ...args, sku: 'b' }],
+    [
+      'a nested value',
+      'Mutation.placeOrder',
+      { ...args, input: { quantity: 2, notes: ['x', 'y'] } },
+    ],
+    ['the field', 'Mutation.cancelOrder', args],
+  ])('changes with %s', (_what, field, other) => {
+    expect(fieldFingerprint(field, other)).not.toBe(fieldFingerprint('Mutation.placeOrder', args));
+  });
+
+  it('never equals the fingerprint of an HTTP request with the same body', () => {
+    expect(fieldFingerprint('Mutation.placeOrder', args)).not.toBe(
+      requestFingerprint({
+        method: 'POST',
+        route: 'Mutation.placeOrder',
+        body: args,
+        query: undefined,
+      }),
     );
   });
 });

@@ -53,6 +53,14 @@ export function payloadFingerprint(payload: unknown): string {
   return storageKey(['payload', canonical(payload)]);
 }
 
+/**
+ * The default fingerprint of a GraphQL mutation: the field (`Mutation.placeOrder`) and the
+ * canonical JSON of its arguments (object keys sorted).
+ */
+export function fieldFingerprint(field: string, args: unknown): string {
+  return storageKey(['graphql', field, canonical(args)]);
+}
+
 function hasEntries(value: unknown): boolean {
   if (typeof value !== 'object' || value === null) {
     return false;

@@ -14,10 +14,9 @@ import {
   type IdempotencyRejection,
 } from '../../engine/idempotency-rejection';
 import {
+  headerKey,
   InvalidKeyError,
   keyAtPath,
-  parseIdempotencyKey,
-  rawHeaderValues,
   validateIdempotencyKey,
 } from '../../engine/idempotency-key';
 import type { ResolvedIdempotencyOptions } from '../../engine/resolved-options';
@@ -213,25 +212,7 @@ export class HttpContextAdapter implements IdempotencyContextAdapter {
     if (typeof options.key === 'object') {
       return keyAtPath(request.body, options.key.path);
     }
-    const raw = request.raw?.rawHeaders ?? request.rawHeaders;
-    const header = request.headers[options.headerName.toLowerCase()];
-    const values = raw
-      ? rawHeaderValues(raw, options.headerName)
-      : header === undefined
-        ? []
-        : ([] as string[]).concat(header);
-    if (values.length === 0) {
-      return undefined;
-    }
-    const first = parseIdempotencyKey(values[0]);
-    for (let i = 1; i < values.length; i++) {
-      if (parseIdempotencyKey(values[i]) !== first) {
-        throw new InvalidKeyError(
-          `The ${options.headerName} header was sent more than once with different values.`,
-        );
-      }
-    }
-    return first;
+    return headerKey(request, options.headerName);
   }
 
   /** What the key is unique within, as string parts hashed into the storage key. */
