@@ -109,3 +109,10 @@ export function brokerTransports(suffix = randomBytes(4).toString('hex')): Broke
     },
   ];
 }
+
+/** The patterns of the consumer fixture (consumer.app.ts), named by the suite's suffix. */
+export const consumerPatterns = (suffix: string) => ({
+  effect: `rpc-effect-${suffix}`,
+  charge: `rpc-charge-${suffix}`,
+  crash: `rpc-crash-${suffix}`,
+});
