@@ -103,6 +103,13 @@ class PaymentsController {
     }
   }
 
+  @MessagePattern(pattern('optional'))
+  @Idempotent({ required: false })
+  optional(@Payload() data: Keyed) {
+    effect(data.key);
+    return { ran: count(data.key) };
+  }
+
   @MessagePattern(pattern('by-path'))
   @Idempotent({ key: { path: 'meta.eventId' } })
   byPath(@Payload() data: { meta: { eventId: string } }) {
@@ -382,6 +389,12 @@ describe.each(gated.map(([transport, gate]) => ({ transport, gate, name: transpo
             { failed: false, record: 'stored' },
           ]);
           expect(count(key)).toBe(2);
+        });
+
+        it('acks a message it ran unprotected (required: false, no key)', async () => {
+          const key = `optional-${randomUUID()}`;
+          expect(await send('optional', { key })).toEqual({ ran: 1 });
+          expect(await send('optional', { key })).toEqual({ ran: 2 });
         });
 
         it('acknowledged every message it settled: none is left in the queue once the consumer closes', async () => {
