@@ -4,6 +4,7 @@ import { GraphqlContextAdapter } from './contexts/graphql/graphql-context.adapte
 import { documentIdempotentMutations } from './contexts/graphql/idempotency.graphql-schema';
 import { HttpContextAdapter } from './contexts/http/http-context.adapter';
 import { documentIdempotentRoutes } from './contexts/http/idempotency.swagger';
+import { RpcContextAdapter } from './contexts/rpc/rpc-context.adapter';
 import { IdempotentHandlers } from './contexts/idempotent-handlers';
 import { IdempotencyEngine } from './engine/idempotency.engine';
 import { IdempotencyInterceptor } from './idempotency.interceptor';
@@ -50,6 +51,7 @@ const IDEMPOTENCY_GRAPHQL_SCHEMA = Symbol('IDEMPOTENCY_GRAPHQL_SCHEMA');
     IdempotencyKeyIssuer,
     HttpContextAdapter,
     GraphqlContextAdapter,
+    RpcContextAdapter,
     IdempotencyInterceptor,
     IdempotencyService,
     {
@@ -74,6 +76,7 @@ const IDEMPOTENCY_GRAPHQL_SCHEMA = Symbol('IDEMPOTENCY_GRAPHQL_SCHEMA');
     IdempotencyKeyIssuer,
     HttpContextAdapter,
     GraphqlContextAdapter,
+    RpcContextAdapter,
     IdempotencyInterceptor,
     IdempotencyService,
     IDEMPOTENCY_MODULE_OPTIONS,
