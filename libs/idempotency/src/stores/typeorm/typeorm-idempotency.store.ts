@@ -293,7 +293,9 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
               : undefined,
           );
         } catch (error) {
-          if (runner.isTransactionActive) {
+          // A runner TypeORM released for a lost connection has nothing to roll back: the server
+          // ends the transaction with the connection.
+          if (runner.isTransactionActive && !runner.isReleased) {
             await runner.rollbackTransaction().catch((rollback: unknown) => {
               this.logger.error(`Rolling back a transactional run failed: ${String(rollback)}`);
             });
