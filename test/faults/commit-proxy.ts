@@ -62,7 +62,7 @@ const pgUntypedFraming: Framing = (buffer) =>
 
 /** Splits a byte stream into complete messages. */
 class Frames {
-  private pending = Buffer.alloc(0);
+  private pending: Buffer = Buffer.alloc(0);
 
   constructor(private framing: () => Framing) {}
 
