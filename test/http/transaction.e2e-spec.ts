@@ -12,11 +12,14 @@ import {
 } from '@nestjs/common';
 import { Test, type TestingModule } from '@nestjs/testing';
 import {
+  type ClaimOptions,
+  type ClaimResult,
   Idempotent,
   IdempotencyModule,
   IdempotencyRequestInProgressException,
   IdempotencyService,
   MemoryIdempotencyStore,
+  storageKeyOf,
 } from 'nestjs-idempotency';
 import {
   CreateIdempotencyRecordsTable1763800000000,
@@ -30,8 +33,10 @@ import {
   type EntityManager,
   type EntitySubscriberInterface,
   EventSubscriber,
+  type TransactionCommitEvent,
 } from 'typeorm';
 import { MYSQL_URL, POSTGRES_URL } from '../utils/databases';
+import { eventually } from '../utils/processes';
 import { describeWithServer } from '../utils/services';
 import { describeWithSqlite } from '../utils/sqlite';
 import { createApp, delay, PLATFORMS, type TestApp } from './platforms';
@@ -92,6 +97,47 @@ async function insertEffect(manager: EntityManager, key: string): Promise<string
 /** How many times each effect key's handler started, to hold only a first run. */
 const started = new Map<string, number>();
 
+/** A promise and what settles it. */
+function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void } {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((done) => (resolve = done));
+  return { promise, resolve };
+}
+
+/**
+ * Where the test holds a run of one effect key, with its transaction open: after its write (until
+ * `work` is resolved), and once its completion ran, just before its COMMIT (until `commit` is).
+ */
+class Gate {
+  /** The run wrote its effect and waits; resolves with its transaction's manager. */
+  readonly wrote = deferred<EntityManager>();
+  readonly work = deferred();
+  /** The run's completion ran and its COMMIT waits (PostgreSQL: the completion goes with it). */
+  readonly committing = deferred();
+  readonly commit = deferred();
+  manager?: EntityManager;
+}
+
+/** Gates by effect key: only the first run of a key with a gate is held. */
+const gates = new Map<string, Gate>();
+
+/**
+ * Holds the COMMIT of a gated run (TypeORM awaits `beforeTransactionCommit`). Matched by query
+ * runner: on SQLite, TypeORM's one runner gets a new `manager` each time a runner is asked for.
+ */
+@EventSubscriber()
+class CommitGate implements EntitySubscriberInterface {
+  async beforeTransactionCommit(event: TransactionCommitEvent) {
+    const gate = [...gates.values()].find(
+      (held) => held.manager?.queryRunner === event.queryRunner,
+    );
+    if (gate) {
+      gate.committing.resolve();
+      await gate.commit.promise;
+    }
+  }
+}
+
 interface EffectBody {
   key: string;
   /** Hold the first run this long after its write, before the completion. */
@@ -108,6 +154,12 @@ class EffectsService {
     started.set(key, run);
     const manager = transactionalEntityManager(this.dataSource.manager);
     const id = await insertEffect(manager, key);
+    const gate = gates.get(key);
+    if (gate && run === 1) {
+      gate.manager = manager;
+      gate.wrote.resolve(manager);
+      await gate.work.promise;
+    }
     if (holdMs && run === 1) {
       await delay(holdMs);
     }
@@ -136,6 +188,34 @@ class EffectsController {
   stalling(@Body() body: EffectBody) {
     return this.effects.create(body);
   }
+
+  @Post('waiting')
+  @Idempotent({ transaction: true, concurrent: 'wait', waitTimeout: 30_000 })
+  waiting(@Body() body: EffectBody) {
+    return this.effects.create(body);
+  }
+}
+
+/** A claim made to the store, and once answered, its outcome and when. */
+interface ClaimSeen {
+  key: string;
+  startedAt: number;
+  outcome?: ClaimResult['outcome'];
+  answeredAt?: number;
+}
+
+/** The TypeORM store, noting every claim made to it. */
+class WatchedStore extends TypeOrmIdempotencyStore {
+  readonly claims: ClaimSeen[] = [];
+
+  override async claim(options: ClaimOptions): Promise<ClaimResult> {
+    const seen: ClaimSeen = { key: options.key, startedAt: performance.now() };
+    this.claims.push(seen);
+    const result = await super.claim(options);
+    seen.outcome = result.outcome;
+    seen.answeredAt = performance.now();
+    return result;
+  }
 }
 
 for (const [name, gate, options] of DATABASES) {
@@ -154,6 +234,7 @@ for (const [name, gate, options] of DATABASES) {
         ...options,
         migrations: [CreateIdempotencyRecordsTable1763800000000],
         migrationsTableName: 'idempotency_tx_migrations',
+        subscribers: [CommitGate],
       } as DataSourceOptions).initialize();
       await dataSource.runMigrations();
       await dataSource.query(
@@ -167,16 +248,14 @@ for (const [name, gate, options] of DATABASES) {
 
     describe.each(PLATFORMS)('over HTTP (%s)', (platform) => {
       let t: TestApp;
+      let store: WatchedStore;
       const post = (path: string, key: string, body: EffectBody) =>
         request(t.url).post(path).set('Idempotency-Key', key).send(body);
 
       beforeAll(async () => {
+        store = new WatchedStore({ dataSource, purgeIntervalMs: 0 });
         t = await createApp(platform, {
-          imports: [
-            IdempotencyModule.forRoot({
-              store: new TypeOrmIdempotencyStore({ dataSource, purgeIntervalMs: 0 }),
-            }),
-          ],
+          imports: [IdempotencyModule.forRoot({ store })],
           controllers: [EffectsController],
           providers: [EffectsService, { provide: DataSource, useValue: dataSource }],
         });
@@ -226,6 +305,68 @@ for (const [name, gate, options] of DATABASES) {
         expect(loser.body.id).toBe(winner.body.id);
         expect(loser.headers['idempotent-replayed']).toBe('true');
         expect(await count(key)).toBe(1);
+      });
+
+      it("wait mode: a duplicate polls while the first run's transaction is open, never blocked by it and never shown its uncommitted record, and gets the committed answer", async () => {
+        const key = `tx-${randomUUID()}`;
+        const storageKey = storageKeyOf(['endpoint', 'POST', '/effects/waiting', 'anonymous'], key);
+        const claimsOf = () => store.claims.filter((claim) => claim.key === storageKey);
+        const gate = new Gate();
+        gates.set(key, gate);
+        try {
+          const first = post('/effects/waiting', key, { key }).then((res) => res);
+          await gate.wrote.promise;
+          let duplicateAnswered = false;
+          const duplicate = post('/effects/waiting', key, { key }).then((res) => {
+            duplicateAnswered = true;
+            return res;
+          });
+          // The first run holds its transaction open after its write: the duplicate's claims
+          // keep being answered, in flight, because the record's row is not locked.
+          await eventually(
+            'three claims of the duplicate answered while the transaction is open',
+            async () => claimsOf().filter((claim) => claim.outcome === 'in_flight').length >= 3,
+          );
+          expect(duplicateAnswered).toBe(false);
+
+          // Its completion ran (on PostgreSQL it is sent with the COMMIT): the record is completed
+          // inside the open transaction, and the duplicate claims again meanwhile.
+          gate.work.resolve();
+          await gate.committing.promise;
+          const committingAt = performance.now();
+          await eventually('a claim of the duplicate started before the COMMIT', async () =>
+            claimsOf().some((claim) => claim.startedAt > committingAt),
+          );
+          const committedAt = performance.now();
+          gate.commit.resolve();
+          const [created, waited] = await Promise.all([first, duplicate]);
+
+          expect(created.status).toBe(201);
+          expect(created.headers['idempotent-replayed']).toBeUndefined();
+          expect(waited.status).toBe(201);
+          expect(waited.headers['idempotent-replayed']).toBe('true');
+          expect(waited.body).toEqual(created.body);
+          expect(await count(key)).toBe(1);
+          expect(started.get(key)).toBe(1);
+          const claims = claimsOf();
+          // The first acquired; the duplicate saw the record in flight until the COMMIT, and
+          // completed only after it (a claim that came during the COMMIT waited for it).
+          expect(claims[0].outcome).toBe('acquired');
+          expect(claims.slice(1, -1).every((claim) => claim.outcome === 'in_flight')).toBe(true);
+          expect(claims.at(-1)!.outcome).toBe('completed');
+          expect(
+            claims.filter(
+              (claim) =>
+                claim.outcome !== 'in_flight' &&
+                claim.answeredAt! > claims[0].answeredAt! &&
+                claim.answeredAt! < committedAt,
+            ),
+          ).toEqual([]);
+        } finally {
+          gate.work.resolve();
+          gate.commit.resolve();
+          gates.delete(key);
+        }
       });
     });
 
