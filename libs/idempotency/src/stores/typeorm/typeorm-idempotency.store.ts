@@ -304,7 +304,16 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
         }
         // Already committed when the completion took COMMIT with it.
         if (runner.isTransactionActive) {
-          await runner.commitTransaction();
+          try {
+            await runner.commitTransaction();
+          } catch (error) {
+            // A COMMIT the database refused (SQLite keeps the transaction open after a deferred
+            // constraint failed) must not leave it open on the connection.
+            if (runner.isTransactionActive && !runner.isReleased) {
+              await runner.rollbackTransaction().catch(() => undefined);
+            }
+            throw error;
+          }
         }
         return result;
       } finally {
