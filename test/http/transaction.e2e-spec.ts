@@ -1,4 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
+import { subscribe } from 'node:diagnostics_channel';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +16,8 @@ import {
   type ClaimOptions,
   type ClaimResult,
   Idempotent,
+  IdempotencyChannel,
+  type IdempotencyLeaseLostEvent,
   IdempotencyModule,
   IdempotencyRequestInProgressException,
   IdempotencyService,
@@ -97,6 +100,15 @@ async function insertEffect(manager: EntityManager, key: string): Promise<string
 /** How many times each effect key's handler started, to hold only a first run. */
 const started = new Map<string, number>();
 
+/** The lease of the long-running routes, in ms (renewed every third of it). */
+const LONG_LEASE_MS = 500;
+
+/** Every lease loss the engine reports, by storage key. */
+const leasesLost: IdempotencyLeaseLostEvent[] = [];
+subscribe(IdempotencyChannel.LeaseLost, (event) =>
+  leasesLost.push(event as IdempotencyLeaseLostEvent),
+);
+
 /** A promise and what settles it. */
 function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void } {
   let resolve!: (value: T) => void;
@@ -171,6 +183,18 @@ class EffectsService {
     }
     return { id, run, inTransaction: manager !== this.dataSource.manager };
   }
+
+  /** Writes the effect and a child of no parent, which its deferred foreign key refuses at COMMIT. */
+  async createOrphan({ key }: EffectBody) {
+    started.set(key, (started.get(key) ?? 0) + 1);
+    const manager = transactionalEntityManager(this.dataSource.manager);
+    const id = await insertEffect(manager, key);
+    await manager.query(
+      `INSERT INTO ${EFFECTS}_children (id, parent_id) VALUES (${params(manager, 2)})`,
+      [randomUUID(), randomUUID()],
+    );
+    return { id };
+  }
 }
 
 @Controller('effects')
@@ -193,6 +217,35 @@ class EffectsController {
   @Idempotent({ transaction: true, concurrent: 'wait', waitTimeout: 30_000 })
   waiting(@Body() body: EffectBody) {
     return this.effects.create(body);
+  }
+
+  @Post('long')
+  @Idempotent({ transaction: true, lockTtl: LONG_LEASE_MS })
+  long(@Body() body: EffectBody) {
+    return this.effects.create(body);
+  }
+
+  @Post('refused-at-commit')
+  @Idempotent({ transaction: true })
+  refusedAtCommit(@Body() body: EffectBody) {
+    return this.effects.createOrphan(body);
+  }
+
+  /** Renews for a while, then stops (a hung handler past maxLockHold), and runs on. */
+  @Post('renewing-then-stalling')
+  @Idempotent({ transaction: true, lockTtl: 300, maxLockHold: 700 })
+  renewingThenStalling(@Body() body: EffectBody) {
+    return this.effects.create(body);
+  }
+
+  /** Not transactional and writes nothing: only its lease, renewed while it waits. */
+  @Post('plain-long')
+  @Idempotent({ lockTtl: LONG_LEASE_MS })
+  async plainLong(@Body() { key, holdMs }: EffectBody) {
+    const run = (started.get(key) ?? 0) + 1;
+    started.set(key, run);
+    await delay(holdMs ?? 0);
+    return { key, run };
   }
 }
 
@@ -221,6 +274,15 @@ class WatchedStore extends TypeOrmIdempotencyStore {
 for (const [name, gate, options] of DATABASES) {
   (await gate)(`Transactional mode on ${name}`, () => {
     let dataSource: DataSource;
+    let observer: DataSource;
+    /** The committed effect rows of `key`, as another connection sees them. */
+    const committed = async (key: string): Promise<number> => {
+      const rows: { n: string | number }[] = await observer.query(
+        `SELECT COUNT(*) AS n FROM ${EFFECTS} WHERE effect_key = ${params(observer.manager, 1)}`,
+        [key],
+      );
+      return Number(rows[0].n);
+    };
     const count = async (key: string): Promise<number> => {
       const rows: { n: string | number }[] = await dataSource.query(
         `SELECT COUNT(*) AS n FROM ${EFFECTS} WHERE effect_key = ${params(dataSource.manager, 1)}`,
@@ -240,8 +302,24 @@ for (const [name, gate, options] of DATABASES) {
       await dataSource.query(
         `CREATE TABLE ${EFFECTS} (id varchar(36) NOT NULL PRIMARY KEY, effect_key varchar(64) NOT NULL)`,
       );
+      if (name !== 'MariaDB') {
+        // InnoDB checks foreign keys at once; these two check at COMMIT.
+        await dataSource.query(
+          `CREATE TABLE ${EFFECTS}_parents (id varchar(36) NOT NULL PRIMARY KEY)`,
+        );
+        await dataSource.query(`CREATE TABLE ${EFFECTS}_children (
+          id varchar(36) NOT NULL PRIMARY KEY,
+          parent_id varchar(36) NOT NULL REFERENCES ${EFFECTS}_parents (id) DEFERRABLE INITIALLY DEFERRED)`);
+      }
+      // A connection of its own (SQLite: a second one on the file), which sees committed rows only.
+      observer = await new DataSource({ ...options } as DataSourceOptions).initialize();
     });
     afterAll(async () => {
+      await observer?.destroy();
+      if (name !== 'MariaDB') {
+        await dataSource.query(`DROP TABLE ${EFFECTS}_children`);
+        await dataSource.query(`DROP TABLE ${EFFECTS}_parents`);
+      }
       await dataSource.query(`DROP TABLE ${EFFECTS}`);
       await dataSource.destroy();
     });
@@ -305,6 +383,149 @@ for (const [name, gate, options] of DATABASES) {
         expect(loser.body.id).toBe(winner.body.id);
         expect(loser.headers['idempotent-replayed']).toBe('true');
         expect(await count(key)).toBe(1);
+      });
+
+      if (name !== 'MariaDB') {
+        it('a COMMIT the database refuses (a deferred foreign key): 503, nothing kept, no transaction left open, the key free', async () => {
+          const key = `tx-${randomUUID()}`;
+          const refused = await post('/effects/refused-at-commit', key, { key });
+          const again = await post('/effects/refused-at-commit', key, { key });
+          const other = `tx-${randomUUID()}`;
+          await post('/effects', other, { key: other }).expect(201);
+
+          for (const res of [refused, again]) {
+            expect({ status: res.status, code: res.body.code }).toEqual({
+              status: 503,
+              code: 'IDEMPOTENCY_STORE_UNAVAILABLE',
+            });
+          }
+          // Released, so the retry ran (and was refused at COMMIT again), not told 409.
+          expect(started.get(key)).toBe(2);
+          expect(await committed(key)).toBe(0);
+          // What runs next commits for real (SQLite: not inside a transaction left open).
+          expect(await committed(other)).toBe(1);
+        });
+      }
+
+      describe('lease renewal while the transaction is open', () => {
+        const lost = (route: string, key: string) => {
+          const storageKey = storageKeyOf(['endpoint', 'POST', route, 'anonymous'], key);
+          return leasesLost.filter((event) => event.key === storageKey).map((e) => e.during);
+        };
+
+        it('keeps the key for several lease lengths: every duplicate meanwhile gets 409, then one effect, replayed', async () => {
+          const key = `tx-${randomUUID()}`;
+          const startedAt = Date.now();
+          let answered = false;
+          const body = { key, holdMs: 4 * LONG_LEASE_MS };
+          const first = post('/effects/long', key, body).then((res) => {
+            answered = true;
+            return res;
+          });
+          await eventually('the first run to start', async () => started.get(key) === 1);
+          const duplicates: { status: number; code?: string; replayed: boolean; at: number }[] = [];
+          while (!answered) {
+            const res = await post('/effects/long', key, body);
+            duplicates.push({
+              status: res.status,
+              code: res.body.code,
+              replayed: res.headers['idempotent-replayed'] === 'true',
+              at: Date.now() - startedAt,
+            });
+            await delay(LONG_LEASE_MS / 4);
+          }
+          const created = await first;
+
+          expect(created.status).toBe(201);
+          // Only a duplicate sent as the first finished may have met its stored answer.
+          const refused = duplicates.filter((res) => res.status === 409);
+          expect(duplicates.slice(0, -1)).toEqual(
+            refused.slice(0, duplicates.length - 1).map((res) => ({
+              ...res,
+              code: 'IDEMPOTENCY_REQUEST_IN_PROGRESS',
+            })),
+          );
+          expect(duplicates.at(-1)).toMatchObject(
+            duplicates.at(-1)!.status === 409
+              ? { code: 'IDEMPOTENCY_REQUEST_IN_PROGRESS' }
+              : { status: 201, replayed: true },
+          );
+          expect(Math.max(...refused.map((res) => res.at))).toBeGreaterThan(3 * LONG_LEASE_MS);
+          expect(started.get(key)).toBe(1);
+          expect(await count(key)).toBe(1);
+          expect(lost('/effects/long', key)).toEqual([]);
+          const replay = await post('/effects/long', key, body).expect(201);
+          expect(replay.headers['idempotent-replayed']).toBe('true');
+          expect(replay.body).toEqual(created.body);
+        });
+
+        it('still holds the lease after a rollback: a 4xx thrown after several lease lengths is stored and replayed, the handler ran once', async () => {
+          const key = `tx-${randomUUID()}`;
+          const body = { key, holdMs: 4 * LONG_LEASE_MS, fail: 'unprocessable' } as const;
+          const first = await post('/effects/long', key, body).expect(422);
+          const again = await post('/effects/long', key, body).expect(422);
+
+          expect(again.headers['idempotent-replayed']).toBe('true');
+          expect(again.body).toEqual(first.body);
+          expect(started.get(key)).toBe(1);
+          expect(await count(key)).toBe(0);
+          expect(lost('/effects/long', key)).toEqual([]);
+        });
+
+        it('releases the key at once after a rollback: a crash after several lease lengths, then the retry runs once', async () => {
+          const key = `tx-${randomUUID()}`;
+          await post('/effects/long', key, {
+            key,
+            holdMs: 4 * LONG_LEASE_MS,
+            fail: 'crash',
+          }).expect(500);
+          const retry = await post('/effects/long', key, { key }).expect(201);
+
+          expect(retry.headers['idempotent-replayed']).toBeUndefined();
+          expect(started.get(key)).toBe(2);
+          expect(await count(key)).toBe(1);
+          // Released by its holder, fenced on its live lease: no lease reported lost.
+          expect(lost('/effects/long', key)).toEqual([]);
+        });
+
+        it("keeps another run's lease through a rollback: a plain run renewing while a transactional run rolls back is stored and replayed", async () => {
+          const plainKey = `plain-${randomUUID()}`;
+          const key = `tx-${randomUUID()}`;
+          const plainBody = { key: plainKey, holdMs: 5 * LONG_LEASE_MS };
+          const plain = post('/effects/plain-long', plainKey, plainBody).then((res) => res);
+          await eventually('the plain run to start', async () => started.get(plainKey) === 1);
+          // Opened after the plain run's claim, rolled back while it still runs.
+          await post('/effects/long', key, {
+            key,
+            holdMs: 2 * LONG_LEASE_MS,
+            fail: 'crash',
+          }).expect(500);
+          const done = await plain;
+          const again = await post('/effects/plain-long', plainKey, plainBody);
+
+          expect(done.status).toBe(201);
+          expect(again.status).toBe(201);
+          expect(again.headers['idempotent-replayed']).toBe('true');
+          expect(again.body).toEqual({ key: plainKey, run: 1 });
+          expect(lost('/effects/plain-long', plainKey)).toEqual([]);
+        });
+
+        it('does not revive a lease its rolled-back renewals had extended: a holder that stopped renewing and lost its lease rolls back, and the call runs again', async () => {
+          // Renewed inside its transaction for 700 ms (maxLockHold), then not: the lease lapses
+          // ~300 ms later, and at 2 s the fenced completion matches nothing and rolls back. The
+          // call is then decided again: the key is free, so it runs once more, at once.
+          const key = `tx-${randomUUID()}`;
+          const res = await post('/effects/renewing-then-stalling', key, {
+            key,
+            holdMs: 2_000,
+          });
+
+          expect(res.status).toBe(201);
+          expect(res.headers['idempotent-replayed']).toBeUndefined();
+          expect(res.body.run).toBe(2);
+          expect(await count(key)).toBe(1);
+          expect(lost('/effects/renewing-then-stalling', key)).toEqual(['completion']);
+        });
       });
 
       it("wait mode: a duplicate polls while the first run's transaction is open, never blocked by it and never shown its uncommitted record, and gets the committed answer", async () => {
