@@ -1,9 +1,19 @@
 import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Response } from 'supertest';
 import { type AppProcess } from '../../apps/orders-api/test/orders-api.process';
 import { eventually, killAllChildren } from '../utils/processes';
-import { createTemporaryDatabase, REDIS_URL, type TemporaryDatabase } from '../utils/databases';
+import {
+  createTemporaryDatabase,
+  MYSQL_URL,
+  REDIS_URL,
+  type TemporaryDatabase,
+} from '../utils/databases';
+import { describeWithServers } from '../utils/services';
+import { describeWithSqlite } from '../utils/sqlite';
 import {
   inProgress,
   key,
@@ -24,6 +34,11 @@ import { recordOutcome } from './outcomes';
  * Long handler: a payment whose gateway call lasts four lease lengths keeps its lease by renewal.
  * Duplicates sent every 250 ms meanwhile all get 409 IDEMPOTENCY_REQUEST_IN_PROGRESS; without the
  * renewal the lease would lapse after one second and a duplicate would run the handler again.
+ *
+ * With the TypeORM store the payment runs in transactional mode, so its transaction is open for the
+ * whole gateway call while the lease is renewed: on PostgreSQL and MariaDB by statements on other
+ * connections that commit on their own, on SQLite (one process, one connection) by statements that
+ * join that open transaction.
  */
 
 const LOCK_TTL_MS = 1_000;
@@ -32,30 +47,53 @@ const DUPLICATE_EVERY_MS = 250;
 
 afterAll(() => killAllChildren());
 
-function longHandler({ store, name: storeName, describe: describeIt }: SharedStore) {
+/** A store the scenario runs on, the app's database, and the id its outcome is recorded under. */
+interface LongHandlerStore extends SharedStore {
+  database: 'postgres' | 'mariadb' | 'sqlite';
+  outcomeId: string;
+}
+
+function longHandler({
+  store,
+  name: storeName,
+  describe: describeIt,
+  database: kind,
+  outcomeId,
+}: LongHandlerStore) {
   describeIt(
     `a handler running for ${GATEWAY_MS / LOCK_TTL_MS} lease lengths on ${storeName}`,
     () => {
-      let database: TemporaryDatabase;
+      let database: TemporaryDatabase | undefined;
+      let sqliteDir: string | undefined;
       let app: AppProcess;
 
       beforeAll(async () => {
-        database = await createTemporaryDatabase('postgres', `faults_long_${store}`);
+        let databaseUrl: string;
+        if (kind === 'sqlite') {
+          sqliteDir = mkdtempSync(join(tmpdir(), 'faults-long-'));
+          databaseUrl = join(sqliteDir, 'orders.sqlite');
+        } else {
+          database = await createTemporaryDatabase(kind, `faults_long_${store}`);
+          databaseUrl = database.url;
+        }
         app = await startApp(
           {
-            DATABASE_URL: database.url,
+            DATABASE_URL: databaseUrl,
             IDEMPOTENCY_STORE: store,
             REDIS_URL,
             IDEMPOTENCY_LOCK_TTL: String(LOCK_TTL_MS),
             PAYMENT_GATEWAY_LATENCY_MS: String(GATEWAY_MS),
           },
-          `long-${store}`,
+          `long-${store}-${kind}`,
         );
       }, START_MS);
 
       afterAll(async () => {
         await app?.stop();
         await database?.drop();
+        if (sqliteDir) {
+          rmSync(sqliteDir, { recursive: true, force: true });
+        }
       });
 
       it('keeps its lease by renewal: every duplicate gets 409, the handler runs once, then replays', async () => {
@@ -119,9 +157,15 @@ function longHandler({ store, name: storeName, describe: describeIt }: SharedSto
         expect(replay.body).toEqual(created.body);
         statuses.add(replay.status);
 
-        recordOutcome(`long-handler-${store}`, {
+        recordOutcome(outcomeId, {
           fault: `Long handler (${GATEWAY_MS / LOCK_TTL_MS} lease lengths), ${storeName}`,
-          trigger: `one instance, lease ${LOCK_TTL_MS} ms (renewed every ${Math.floor(LOCK_TTL_MS / 3)} ms), POST /payments with a ${GATEWAY_MS} ms gateway call; the same request again every ${DUPLICATE_EVERY_MS} ms while it runs, then once after`,
+          trigger: `one instance, lease ${LOCK_TTL_MS} ms (renewed every ${Math.floor(LOCK_TTL_MS / 3)} ms), POST /payments with a ${GATEWAY_MS} ms gateway call${
+            store === 'typeorm' && kind !== 'sqlite'
+              ? ' inside its open transaction (transactional mode; renewals commit on other connections)'
+              : kind === 'sqlite'
+                ? " inside its open transaction (transactional mode; the renewals join that transaction on SQLite's one connection)"
+                : ''
+          }; the same request again every ${DUPLICATE_EVERY_MS} ms while it runs, then once after`,
           measured: {
             requestsSent: 1 + duplicates.length + 1,
             duplicatesWhileRunning: duplicates.length,
@@ -144,5 +188,19 @@ function longHandler({ store, name: storeName, describe: describeIt }: SharedSto
 }
 
 for (const shared of await sharedStores()) {
-  longHandler(shared);
+  longHandler({ ...shared, database: 'postgres', outcomeId: `long-handler-${shared.store}` });
 }
+longHandler({
+  store: 'typeorm',
+  name: 'MariaDB (TypeORM store, transactional)',
+  describe: await describeWithServers(['MariaDB', MYSQL_URL]),
+  database: 'mariadb',
+  outcomeId: 'long-handler-typeorm-mariadb',
+});
+longHandler({
+  store: 'typeorm',
+  name: 'SQLite (TypeORM store, transactional, one process)',
+  describe: describeWithSqlite(),
+  database: 'sqlite',
+  outcomeId: 'long-handler-typeorm-sqlite',
+});

@@ -1,4 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
+import { subscribe } from 'node:diagnostics_channel';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,11 +13,16 @@ import {
 } from '@nestjs/common';
 import { Test, type TestingModule } from '@nestjs/testing';
 import {
+  type ClaimOptions,
+  type ClaimResult,
   Idempotent,
+  IdempotencyChannel,
+  type IdempotencyLeaseLostEvent,
   IdempotencyModule,
   IdempotencyRequestInProgressException,
   IdempotencyService,
   MemoryIdempotencyStore,
+  storageKeyOf,
 } from 'nestjs-idempotency';
 import {
   CreateIdempotencyRecordsTable1763800000000,
@@ -30,8 +36,10 @@ import {
   type EntityManager,
   type EntitySubscriberInterface,
   EventSubscriber,
+  type TransactionCommitEvent,
 } from 'typeorm';
 import { MYSQL_URL, POSTGRES_URL } from '../utils/databases';
+import { eventually } from '../utils/processes';
 import { describeWithServer } from '../utils/services';
 import { describeWithSqlite } from '../utils/sqlite';
 import { createApp, delay, PLATFORMS, type TestApp } from './platforms';
@@ -92,6 +100,56 @@ async function insertEffect(manager: EntityManager, key: string): Promise<string
 /** How many times each effect key's handler started, to hold only a first run. */
 const started = new Map<string, number>();
 
+/** The lease of the long-running routes, in ms (renewed every third of it). */
+const LONG_LEASE_MS = 500;
+
+/** Every lease loss the engine reports, by storage key. */
+const leasesLost: IdempotencyLeaseLostEvent[] = [];
+subscribe(IdempotencyChannel.LeaseLost, (event) =>
+  leasesLost.push(event as IdempotencyLeaseLostEvent),
+);
+
+/** A promise and what settles it. */
+function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void } {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((done) => (resolve = done));
+  return { promise, resolve };
+}
+
+/**
+ * Where the test holds a run of one effect key, with its transaction open: after its write (until
+ * `work` is resolved), and once its completion ran, just before its COMMIT (until `commit` is).
+ */
+class Gate {
+  /** The run wrote its effect and waits; resolves with its transaction's manager. */
+  readonly wrote = deferred<EntityManager>();
+  readonly work = deferred();
+  /** The run's completion ran and its COMMIT waits (PostgreSQL: the completion goes with it). */
+  readonly committing = deferred();
+  readonly commit = deferred();
+  manager?: EntityManager;
+}
+
+/** Gates by effect key: only the first run of a key with a gate is held. */
+const gates = new Map<string, Gate>();
+
+/**
+ * Holds the COMMIT of a gated run (TypeORM awaits `beforeTransactionCommit`). Matched by query
+ * runner: on SQLite, TypeORM's one runner gets a new `manager` each time a runner is asked for.
+ */
+@EventSubscriber()
+class CommitGate implements EntitySubscriberInterface {
+  async beforeTransactionCommit(event: TransactionCommitEvent) {
+    const gate = [...gates.values()].find(
+      (held) => held.manager?.queryRunner === event.queryRunner,
+    );
+    if (gate) {
+      gate.committing.resolve();
+      await gate.commit.promise;
+    }
+  }
+}
+
 interface EffectBody {
   key: string;
   /** Hold the first run this long after its write, before the completion. */
@@ -108,6 +166,12 @@ class EffectsService {
     started.set(key, run);
     const manager = transactionalEntityManager(this.dataSource.manager);
     const id = await insertEffect(manager, key);
+    const gate = gates.get(key);
+    if (gate && run === 1) {
+      gate.manager = manager;
+      gate.wrote.resolve(manager);
+      await gate.work.promise;
+    }
     if (holdMs && run === 1) {
       await delay(holdMs);
     }
@@ -118,6 +182,18 @@ class EffectsService {
       throw new UnprocessableEntityException({ reason: 'refused after the write' });
     }
     return { id, run, inTransaction: manager !== this.dataSource.manager };
+  }
+
+  /** Writes the effect and a child of no parent, which its deferred foreign key refuses at COMMIT. */
+  async createOrphan({ key }: EffectBody) {
+    started.set(key, (started.get(key) ?? 0) + 1);
+    const manager = transactionalEntityManager(this.dataSource.manager);
+    const id = await insertEffect(manager, key);
+    await manager.query(
+      `INSERT INTO ${EFFECTS}_children (id, parent_id) VALUES (${params(manager, 2)})`,
+      [randomUUID(), randomUUID()],
+    );
+    return { id };
   }
 }
 
@@ -136,11 +212,77 @@ class EffectsController {
   stalling(@Body() body: EffectBody) {
     return this.effects.create(body);
   }
+
+  @Post('waiting')
+  @Idempotent({ transaction: true, concurrent: 'wait', waitTimeout: 30_000 })
+  waiting(@Body() body: EffectBody) {
+    return this.effects.create(body);
+  }
+
+  @Post('long')
+  @Idempotent({ transaction: true, lockTtl: LONG_LEASE_MS })
+  long(@Body() body: EffectBody) {
+    return this.effects.create(body);
+  }
+
+  @Post('refused-at-commit')
+  @Idempotent({ transaction: true })
+  refusedAtCommit(@Body() body: EffectBody) {
+    return this.effects.createOrphan(body);
+  }
+
+  /** Renews for a while, then stops (a hung handler past maxLockHold), and runs on. */
+  @Post('renewing-then-stalling')
+  @Idempotent({ transaction: true, lockTtl: 300, maxLockHold: 700 })
+  renewingThenStalling(@Body() body: EffectBody) {
+    return this.effects.create(body);
+  }
+
+  /** Not transactional and writes nothing: only its lease, renewed while it waits. */
+  @Post('plain-long')
+  @Idempotent({ lockTtl: LONG_LEASE_MS })
+  async plainLong(@Body() { key, holdMs }: EffectBody) {
+    const run = (started.get(key) ?? 0) + 1;
+    started.set(key, run);
+    await delay(holdMs ?? 0);
+    return { key, run };
+  }
+}
+
+/** A claim made to the store, and once answered, its outcome and when. */
+interface ClaimSeen {
+  key: string;
+  startedAt: number;
+  outcome?: ClaimResult['outcome'];
+  answeredAt?: number;
+}
+
+/** The TypeORM store, noting every claim made to it. */
+class WatchedStore extends TypeOrmIdempotencyStore {
+  readonly claims: ClaimSeen[] = [];
+
+  override async claim(options: ClaimOptions): Promise<ClaimResult> {
+    const seen: ClaimSeen = { key: options.key, startedAt: performance.now() };
+    this.claims.push(seen);
+    const result = await super.claim(options);
+    seen.outcome = result.outcome;
+    seen.answeredAt = performance.now();
+    return result;
+  }
 }
 
 for (const [name, gate, options] of DATABASES) {
   (await gate)(`Transactional mode on ${name}`, () => {
     let dataSource: DataSource;
+    let observer: DataSource;
+    /** The committed effect rows of `key`, as another connection sees them. */
+    const committed = async (key: string): Promise<number> => {
+      const rows: { n: string | number }[] = await observer.query(
+        `SELECT COUNT(*) AS n FROM ${EFFECTS} WHERE effect_key = ${params(observer.manager, 1)}`,
+        [key],
+      );
+      return Number(rows[0].n);
+    };
     const count = async (key: string): Promise<number> => {
       const rows: { n: string | number }[] = await dataSource.query(
         `SELECT COUNT(*) AS n FROM ${EFFECTS} WHERE effect_key = ${params(dataSource.manager, 1)}`,
@@ -154,29 +296,44 @@ for (const [name, gate, options] of DATABASES) {
         ...options,
         migrations: [CreateIdempotencyRecordsTable1763800000000],
         migrationsTableName: 'idempotency_tx_migrations',
+        subscribers: [CommitGate],
       } as DataSourceOptions).initialize();
       await dataSource.runMigrations();
       await dataSource.query(
         `CREATE TABLE ${EFFECTS} (id varchar(36) NOT NULL PRIMARY KEY, effect_key varchar(64) NOT NULL)`,
       );
+      if (name !== 'MariaDB') {
+        // InnoDB checks foreign keys at once; these two check at COMMIT.
+        await dataSource.query(
+          `CREATE TABLE ${EFFECTS}_parents (id varchar(36) NOT NULL PRIMARY KEY)`,
+        );
+        await dataSource.query(`CREATE TABLE ${EFFECTS}_children (
+          id varchar(36) NOT NULL PRIMARY KEY,
+          parent_id varchar(36) NOT NULL REFERENCES ${EFFECTS}_parents (id) DEFERRABLE INITIALLY DEFERRED)`);
+      }
+      // A connection of its own (SQLite: a second one on the file), which sees committed rows only.
+      observer = await new DataSource({ ...options } as DataSourceOptions).initialize();
     });
     afterAll(async () => {
+      await observer?.destroy();
+      if (name !== 'MariaDB') {
+        await dataSource.query(`DROP TABLE ${EFFECTS}_children`);
+        await dataSource.query(`DROP TABLE ${EFFECTS}_parents`);
+      }
       await dataSource.query(`DROP TABLE ${EFFECTS}`);
       await dataSource.destroy();
     });
 
     describe.each(PLATFORMS)('over HTTP (%s)', (platform) => {
       let t: TestApp;
+      let store: WatchedStore;
       const post = (path: string, key: string, body: EffectBody) =>
         request(t.url).post(path).set('Idempotency-Key', key).send(body);
 
       beforeAll(async () => {
+        store = new WatchedStore({ dataSource, purgeIntervalMs: 0 });
         t = await createApp(platform, {
-          imports: [
-            IdempotencyModule.forRoot({
-              store: new TypeOrmIdempotencyStore({ dataSource, purgeIntervalMs: 0 }),
-            }),
-          ],
+          imports: [IdempotencyModule.forRoot({ store })],
           controllers: [EffectsController],
           providers: [EffectsService, { provide: DataSource, useValue: dataSource }],
         });
@@ -226,6 +383,211 @@ for (const [name, gate, options] of DATABASES) {
         expect(loser.body.id).toBe(winner.body.id);
         expect(loser.headers['idempotent-replayed']).toBe('true');
         expect(await count(key)).toBe(1);
+      });
+
+      if (name !== 'MariaDB') {
+        it('a COMMIT the database refuses (a deferred foreign key): 503, nothing kept, no transaction left open, the key free', async () => {
+          const key = `tx-${randomUUID()}`;
+          const refused = await post('/effects/refused-at-commit', key, { key });
+          const again = await post('/effects/refused-at-commit', key, { key });
+          const other = `tx-${randomUUID()}`;
+          await post('/effects', other, { key: other }).expect(201);
+
+          for (const res of [refused, again]) {
+            expect({ status: res.status, code: res.body.code }).toEqual({
+              status: 503,
+              code: 'IDEMPOTENCY_STORE_UNAVAILABLE',
+            });
+          }
+          // Released, so the retry ran (and was refused at COMMIT again), not told 409.
+          expect(started.get(key)).toBe(2);
+          expect(await committed(key)).toBe(0);
+          // What runs next commits for real (SQLite: not inside a transaction left open).
+          expect(await committed(other)).toBe(1);
+        });
+      }
+
+      describe('lease renewal while the transaction is open', () => {
+        const lost = (route: string, key: string) => {
+          const storageKey = storageKeyOf(['endpoint', 'POST', route, 'anonymous'], key);
+          return leasesLost.filter((event) => event.key === storageKey).map((e) => e.during);
+        };
+
+        it('keeps the key for several lease lengths: every duplicate meanwhile gets 409, then one effect, replayed', async () => {
+          const key = `tx-${randomUUID()}`;
+          const startedAt = Date.now();
+          let answered = false;
+          const body = { key, holdMs: 4 * LONG_LEASE_MS };
+          const first = post('/effects/long', key, body).then((res) => {
+            answered = true;
+            return res;
+          });
+          await eventually('the first run to start', async () => started.get(key) === 1);
+          const duplicates: { status: number; code?: string; replayed: boolean; at: number }[] = [];
+          while (!answered) {
+            const res = await post('/effects/long', key, body);
+            duplicates.push({
+              status: res.status,
+              code: res.body.code,
+              replayed: res.headers['idempotent-replayed'] === 'true',
+              at: Date.now() - startedAt,
+            });
+            await delay(LONG_LEASE_MS / 4);
+          }
+          const created = await first;
+
+          expect(created.status).toBe(201);
+          // Only a duplicate sent as the first finished may have met its stored answer.
+          const refused = duplicates.filter((res) => res.status === 409);
+          expect(duplicates.slice(0, -1)).toEqual(
+            refused.slice(0, duplicates.length - 1).map((res) => ({
+              ...res,
+              code: 'IDEMPOTENCY_REQUEST_IN_PROGRESS',
+            })),
+          );
+          expect(duplicates.at(-1)).toMatchObject(
+            duplicates.at(-1)!.status === 409
+              ? { code: 'IDEMPOTENCY_REQUEST_IN_PROGRESS' }
+              : { status: 201, replayed: true },
+          );
+          expect(Math.max(...refused.map((res) => res.at))).toBeGreaterThan(3 * LONG_LEASE_MS);
+          expect(started.get(key)).toBe(1);
+          expect(await count(key)).toBe(1);
+          expect(lost('/effects/long', key)).toEqual([]);
+          const replay = await post('/effects/long', key, body).expect(201);
+          expect(replay.headers['idempotent-replayed']).toBe('true');
+          expect(replay.body).toEqual(created.body);
+        });
+
+        it('still holds the lease after a rollback: a 4xx thrown after several lease lengths is stored and replayed, the handler ran once', async () => {
+          const key = `tx-${randomUUID()}`;
+          const body = { key, holdMs: 4 * LONG_LEASE_MS, fail: 'unprocessable' } as const;
+          const first = await post('/effects/long', key, body).expect(422);
+          const again = await post('/effects/long', key, body).expect(422);
+
+          expect(again.headers['idempotent-replayed']).toBe('true');
+          expect(again.body).toEqual(first.body);
+          expect(started.get(key)).toBe(1);
+          expect(await count(key)).toBe(0);
+          expect(lost('/effects/long', key)).toEqual([]);
+        });
+
+        it('releases the key at once after a rollback: a crash after several lease lengths, then the retry runs once', async () => {
+          const key = `tx-${randomUUID()}`;
+          await post('/effects/long', key, {
+            key,
+            holdMs: 4 * LONG_LEASE_MS,
+            fail: 'crash',
+          }).expect(500);
+          const retry = await post('/effects/long', key, { key }).expect(201);
+
+          expect(retry.headers['idempotent-replayed']).toBeUndefined();
+          expect(started.get(key)).toBe(2);
+          expect(await count(key)).toBe(1);
+          // Released by its holder, fenced on its live lease: no lease reported lost.
+          expect(lost('/effects/long', key)).toEqual([]);
+        });
+
+        it("keeps another run's lease through a rollback: a plain run renewing while a transactional run rolls back is stored and replayed", async () => {
+          const plainKey = `plain-${randomUUID()}`;
+          const key = `tx-${randomUUID()}`;
+          const plainBody = { key: plainKey, holdMs: 5 * LONG_LEASE_MS };
+          const plain = post('/effects/plain-long', plainKey, plainBody).then((res) => res);
+          await eventually('the plain run to start', async () => started.get(plainKey) === 1);
+          // Opened after the plain run's claim, rolled back while it still runs.
+          await post('/effects/long', key, {
+            key,
+            holdMs: 2 * LONG_LEASE_MS,
+            fail: 'crash',
+          }).expect(500);
+          const done = await plain;
+          const again = await post('/effects/plain-long', plainKey, plainBody);
+
+          expect(done.status).toBe(201);
+          expect(again.status).toBe(201);
+          expect(again.headers['idempotent-replayed']).toBe('true');
+          expect(again.body).toEqual({ key: plainKey, run: 1 });
+          expect(lost('/effects/plain-long', plainKey)).toEqual([]);
+        });
+
+        it('does not revive a lease its rolled-back renewals had extended: a holder that stopped renewing and lost its lease rolls back, and the call runs again', async () => {
+          // Renewed inside its transaction for 700 ms (maxLockHold), then not: the lease lapses
+          // ~300 ms later, and at 2 s the fenced completion matches nothing and rolls back. The
+          // call is then decided again: the key is free, so it runs once more, at once.
+          const key = `tx-${randomUUID()}`;
+          const res = await post('/effects/renewing-then-stalling', key, {
+            key,
+            holdMs: 2_000,
+          });
+
+          expect(res.status).toBe(201);
+          expect(res.headers['idempotent-replayed']).toBeUndefined();
+          expect(res.body.run).toBe(2);
+          expect(await count(key)).toBe(1);
+          expect(lost('/effects/renewing-then-stalling', key)).toEqual(['completion']);
+        });
+      });
+
+      it("wait mode: a duplicate polls while the first run's transaction is open, never blocked by it and never shown its uncommitted record, and gets the committed answer", async () => {
+        const key = `tx-${randomUUID()}`;
+        const storageKey = storageKeyOf(['endpoint', 'POST', '/effects/waiting', 'anonymous'], key);
+        const claimsOf = () => store.claims.filter((claim) => claim.key === storageKey);
+        const gate = new Gate();
+        gates.set(key, gate);
+        try {
+          const first = post('/effects/waiting', key, { key }).then((res) => res);
+          await gate.wrote.promise;
+          let duplicateAnswered = false;
+          const duplicate = post('/effects/waiting', key, { key }).then((res) => {
+            duplicateAnswered = true;
+            return res;
+          });
+          // The first run holds its transaction open after its write: the duplicate's claims
+          // keep being answered, in flight, because the record's row is not locked.
+          await eventually(
+            'three claims of the duplicate answered while the transaction is open',
+            async () => claimsOf().filter((claim) => claim.outcome === 'in_flight').length >= 3,
+          );
+          expect(duplicateAnswered).toBe(false);
+
+          // Its completion ran (on PostgreSQL it is sent with the COMMIT): the record is completed
+          // inside the open transaction, and the duplicate claims again meanwhile.
+          gate.work.resolve();
+          await gate.committing.promise;
+          const committingAt = performance.now();
+          await eventually('a claim of the duplicate started before the COMMIT', async () =>
+            claimsOf().some((claim) => claim.startedAt > committingAt),
+          );
+          const committedAt = performance.now();
+          gate.commit.resolve();
+          const [created, waited] = await Promise.all([first, duplicate]);
+
+          expect(created.status).toBe(201);
+          expect(created.headers['idempotent-replayed']).toBeUndefined();
+          expect(waited.status).toBe(201);
+          expect(waited.headers['idempotent-replayed']).toBe('true');
+          expect(waited.body).toEqual(created.body);
+          expect(await count(key)).toBe(1);
+          expect(started.get(key)).toBe(1);
+          const claims = claimsOf();
+          // The first acquired; the duplicate saw the record in flight until the COMMIT, and
+          // completed only after it (a claim that came during the COMMIT waited for it).
+          expect(claims[0].outcome).toBe('acquired');
+          expect(claims.slice(1, -1).every((claim) => claim.outcome === 'in_flight')).toBe(true);
+          expect(claims.at(-1)!.outcome).toBe('completed');
+          expect(
+            claims.filter(
+              (claim) =>
+                claim.outcome !== 'in_flight' &&
+                claim.answeredAt! > claims[0].answeredAt! &&
+                claim.answeredAt! < committedAt,
+            ),
+          ).toEqual([]);
+        } finally {
+          gate.work.resolve();
+          gate.commit.resolve();
+          gates.delete(key);
+        }
       });
     });
 

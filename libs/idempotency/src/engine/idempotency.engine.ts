@@ -295,6 +295,8 @@ export class IdempotencyEngine implements OnApplicationShutdown {
     const timing: RunTiming = { claimMs, workMs: 0, failed: false, status: undefined };
     const workStarted = performance.now();
     let result: { response?: StoredResponse; record: Settled } = { record: 'released' };
+    /** The completion was handed to the store: from then on a failure may follow its COMMIT. */
+    let committing = false;
     let value: T;
     try {
       value = await this.transactional(call, async (transaction) => {
@@ -309,6 +311,7 @@ export class IdempotencyEngine implements OnApplicationShutdown {
         if (result.response) {
           lease.settled = true;
           this.stopRenewal(lease);
+          committing = true;
           const { key } = call;
           const written = await transaction.complete({
             key,
@@ -350,14 +353,15 @@ export class IdempotencyEngine implements OnApplicationShutdown {
       }
       // The transaction itself failed (BEGIN, the completion, or COMMIT): a store failure,
       // answered as one (503), never run again here. Nothing of it committed, or, if COMMIT failed
-      // after the database applied it, the record is completed and the fenced release below
-      // changes nothing: either way no key stays stuck and a retry never doubles the effect.
+      // after the database applied it (the connection lost with the answer), the record is
+      // completed and the fenced release below changes nothing: either way no key stays stuck and
+      // a retry never doubles the effect.
       this.storeError(call, 'transaction', error, workStarted);
       this.logger.error(
         `${call.target}: the transaction of a transactional run failed; nothing of the run was kept unless COMMIT had gone through, and the call was refused.`,
         error instanceof Error ? error.stack : String(error),
       );
-      await this.settle(lease, undefined, timing);
+      await this.settle(lease, undefined, timing, 'released', committing);
       return this.reject(
         call,
         { code: IdempotencyErrorCode.StoreUnavailable, cause: error },
@@ -497,13 +501,15 @@ export class IdempotencyEngine implements OnApplicationShutdown {
   /**
    * Completes the record with `response`, or releases it when there is none, fenced by the owner
    * token. A failure is logged and published, never thrown: the caller still gets its result, and
-   * the record lapses with its unrenewed lease.
+   * the record lapses with its unrenewed lease. `afterCommit`: the release of a transactional run
+   * whose COMMIT failed after its completion was sent, which the database may have applied.
    */
   private async settle<T>(
     lease: Lease<T>,
     response: StoredResponse | undefined,
     timing: RunTiming,
     done: Settled = response ? 'stored' : 'released',
+    afterCommit = false,
   ): Promise<void> {
     lease.settled = true;
     this.stopRenewal(lease);
@@ -521,7 +527,14 @@ export class IdempotencyEngine implements OnApplicationShutdown {
             ttlMs: call.options.ttlMs,
           })
         : await this.store.release({ key, ownerToken });
-      if (!written) {
+      if (!written && afterCommit) {
+        // Not a lost lease: the renewal stopped at the completion, so the record left its claim
+        // only by that completion committing, or by the lease lapsing while COMMIT hung.
+        record = 'stored';
+        this.logger.warn(
+          `${call.target}: the record is no longer this run's claim after its COMMIT failed: the COMMIT went through, with the response stored (a retry replays it), unless the lease lapsed while COMMIT hung (a retry then runs once).`,
+        );
+      } else if (!written) {
         record = 'lease-lost';
         this.logger.warn(
           `Lease lost before ${response ? 'the response was stored' : 'release'}; another request may have run the handler. Consider a longer lockTtl.`,

@@ -94,6 +94,13 @@ interface TransactionState {
   transactionDepth?: number;
 }
 
+/** A lease as a renewal left it: who holds it, and until when (database clock, epoch ms). */
+interface Renewal {
+  key: string;
+  ownerToken: string;
+  expiresAt: number;
+}
+
 /** Deadlock and serialization failures, which a retry of the same statement resolves. */
 const RETRYABLE = new Set(['ER_LOCK_DEADLOCK', '40P01', '40001', 'SQLITE_BUSY']);
 const MAX_ATTEMPTS = 5;
@@ -123,7 +130,7 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
   private readonly transactionHost?: IdempotencyTransactionHost;
   private readonly dialect: IdempotencyDialect;
   private readonly sql: Record<
-    'claim' | 'select' | 'complete' | 'release' | 'renew' | 'purge',
+    'claim' | 'select' | 'complete' | 'release' | 'renew' | 'restore' | 'purge',
     Statement
   >;
   /** The completion with `:name` parameters, for `completeAndCommit` to inline. */
@@ -140,6 +147,14 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
   private defaultIsolation?: Promise<string | undefined>;
   /** SQLite: transactional runs and the store's statements take turns on the one connection. */
   private readonly transactionsTakeTurns: boolean;
+  /**
+   * SQLite: the leases renewed while a transactional run was open, by key and owner. A renewal
+   * then runs inside that run's transaction (the one connection), and is restored if it rolls
+   * back (see {@link restoreRenewals}).
+   */
+  private readonly renewedInTransaction = new Map<string, Renewal>();
+  /** SQLite: how many transactional runs rolled back, for a renewal under way across one. */
+  private rollbacks = 0;
   private purging?: Promise<number>;
 
   constructor(options: TypeOrmIdempotencyStoreOptions) {
@@ -167,9 +182,14 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
         FROM ${table} WHERE storage_key = :key AND expires_at > ${d.now}`),
       complete: this.compile(this.completionTemplate),
       release: this.compile(`DELETE FROM ${table} WHERE ${owned}`),
+      // SQLite answers the new expiry, to restore it after a rollback that undid it.
       renew: this
         .compile(`UPDATE ${table} SET lease_expires_at = ${d.now} + :lease, expires_at = ${d.now} + :lease
-        WHERE ${owned}`),
+        WHERE ${owned}${this.transactionsTakeTurns ? ' RETURNING lease_expires_at' : ''}`),
+      // Never revives a lapsed lease, nor shortens one renewed since.
+      restore: this.compile(`UPDATE ${table} SET lease_expires_at = :expiry, expires_at = :expiry
+        WHERE storage_key = :key AND state = 'in_flight' AND owner_token = :owner
+        AND lease_expires_at < :expiry AND :expiry > ${d.now}`),
       purge: { text: d.purge(table), names: [] },
     };
     this.takeover = d.takeover?.(table);
@@ -274,7 +294,12 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
     const host = this.transactionHost;
     if (host) {
       return this.exclusive(() =>
-        host.withTransaction({ isolationLevel }, () => this.runIn(host.tx, work)),
+        host
+          .withTransaction({ isolationLevel }, () => this.runIn(host.tx, work))
+          .then(
+            (result) => this.renewalsKept(result),
+            (error: unknown) => this.restoreRenewals().then(() => Promise.reject(error)),
+          ),
       );
     }
     return this.exclusive(async () => {
@@ -293,7 +318,9 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
               : undefined,
           );
         } catch (error) {
-          if (runner.isTransactionActive) {
+          // A runner TypeORM released for a lost connection has nothing to roll back: the server
+          // ends the transaction with the connection.
+          if (runner.isTransactionActive && !runner.isReleased) {
             await runner.rollbackTransaction().catch((rollback: unknown) => {
               this.logger.error(`Rolling back a transactional run failed: ${String(rollback)}`);
             });
@@ -302,13 +329,61 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
         }
         // Already committed when the completion took COMMIT with it.
         if (runner.isTransactionActive) {
-          await runner.commitTransaction();
+          try {
+            await runner.commitTransaction();
+          } catch (error) {
+            // A COMMIT the database refused (SQLite keeps the transaction open after a deferred
+            // constraint failed) must not leave it open on the connection.
+            if (runner.isTransactionActive && !runner.isReleased) {
+              await runner.rollbackTransaction().catch(() => undefined);
+            }
+            throw error;
+          }
         }
-        return result;
+        return this.renewalsKept(result);
+      } catch (error) {
+        await this.restoreRenewals();
+        throw error;
       } finally {
         await runner.release();
       }
     });
+  }
+
+  /** SQLite: a transactional run committed, and the renewals made meanwhile with it. */
+  private renewalsKept<T>(result: T): T {
+    this.renewedInTransaction.clear();
+    return result;
+  }
+
+  /**
+   * SQLite, after a transactional run rolled back (or never began): the renewals that ran inside
+   * its transaction (of its own lease, and of any other run's) were undone with it, so a lease
+   * renewed in time would look lapsed, and its holder's completion or release be refused. Each is
+   * restored to the expiry it had set, unless that has passed (a lapsed lease stays lapsed) or the
+   * record changed hands. Runs in the rolled-back run's turn, so no other transaction is open.
+   */
+  private async restoreRenewals(): Promise<void> {
+    if (!this.transactionsTakeTurns) {
+      return;
+    }
+    this.rollbacks++;
+    const renewals = [...this.renewedInTransaction.values()];
+    this.renewedInTransaction.clear();
+    for (const renewal of renewals) {
+      await this.restore(renewal).catch((error: unknown) =>
+        this.logger.error(`Restoring a lease after a rollback failed: ${String(error)}`),
+      );
+    }
+  }
+
+  private async restore({ key, ownerToken, expiresAt }: Renewal): Promise<void> {
+    const [sql, params] = this.bind(this.sql.restore, {
+      key,
+      owner: ownerToken,
+      expiry: expiresAt,
+    });
+    await this.withRetry((runner) => runner.query(sql, params), false);
   }
 
   /**
@@ -422,16 +497,35 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
   }
 
   async renew({ key, ownerToken, leaseMs }: RenewOptions): Promise<boolean> {
-    // Not in turn on SQLite: a renewal must not wait for a transactional run to end (its own lease
-    // would lapse meanwhile). Joining that run's transaction is harmless: committed, it extends
-    // the lease; rolled back, the next renewal does.
     const [sql, params] = this.bind(this.sql.renew, {
       key,
       owner: ownerToken,
       lease: Math.ceil(leaseMs),
     });
-    const result = await this.withRetry((runner) => runner.query(sql, params, true), false);
-    return Number((result as { affected?: number }).affected ?? 0) > 0;
+    if (!this.transactionsTakeTurns) {
+      const result = await this.withRetry((runner) => runner.query(sql, params, true), false);
+      return Number((result as { affected?: number }).affected ?? 0) > 0;
+    }
+    // Not in turn on SQLite: a renewal must not wait for a transactional run to end (its own lease
+    // would lapse meanwhile), so it joins that run's transaction. Committed, it extends the lease;
+    // rolled back, it is restored (restoreRenewals), by this call when the rollback came while it
+    // was under way (a restore may join the next transaction, hence the loop).
+    let rollbacks = this.rollbacks;
+    const [row] = (await this.withRetry((runner) => runner.query(sql, params), false)) as {
+      lease_expires_at: number | string;
+    }[];
+    if (!row) {
+      return false;
+    }
+    const renewal: Renewal = { key, ownerToken, expiresAt: Number(row.lease_expires_at) };
+    while (rollbacks !== this.rollbacks) {
+      rollbacks = this.rollbacks;
+      await this.restore(renewal);
+    }
+    if (this.openTransactions > 0) {
+      this.renewedInTransaction.set(`${key}:${ownerToken}`, renewal);
+    }
+    return true;
   }
 
   /**
