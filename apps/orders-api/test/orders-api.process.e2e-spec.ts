@@ -111,6 +111,7 @@ describe('orders API process on SQLite (no server needed)', () => {
     expect(await sqliteRows(file, 'SELECT name FROM migrations ORDER BY id')).toEqual([
       { name: 'CreateIdempotencyRecordsTable1763800000000' },
       { name: 'CreateOrdersTables1764000000000' },
+      { name: 'OutboxDelivery1765000000000' },
     ]);
     expect(await sqliteRows(file, 'SELECT id FROM orders')).toEqual([{ id: orderId }]);
     const records = await sqliteRows(
@@ -350,6 +351,7 @@ describeWithPostgresAndRedis('two orders API processes sharing PostgreSQL and Re
     expect(await sql.query('SELECT name FROM migrations ORDER BY id')).toEqual([
       { name: 'CreateIdempotencyRecordsTable1763800000000' },
       { name: 'CreateOrdersTables1764000000000' },
+      { name: 'OutboxDelivery1765000000000' },
     ]);
     for (const app of apps) {
       expect(app.stdout).toContain('idempotency store: redis)');

@@ -36,38 +36,29 @@ export class SmtpSink {
   beforeAccept: ((delivery: SinkDelivery) => Promise<void> | void) | undefined;
   private readonly listeners = new Set<() => void>();
 
-  private constructor(
-    private readonly server: SMTPServer,
-    readonly port: number,
-  ) {}
+  private readonly server: SMTPServer;
+  private port = 0;
 
-  /** `smtp://127.0.0.1:<port>`, for `SMTP_URL`. */
-  get url(): string {
-    return `smtp://127.0.0.1:${this.port}`;
-  }
-
-  static async start(): Promise<SmtpSink> {
-    let sink: SmtpSink | undefined;
-    const server = new SMTPServer({
+  private constructor() {
+    this.server = new SMTPServer({
       authOptional: true,
       disabledCommands: ['STARTTLS', 'AUTH'],
       logger: false,
       closeTimeout: 1_000,
-      onRcptTo(address, _session, callback) {
+      onRcptTo: (address, _session, callback) => {
         const to = address.address.toLowerCase();
-        sink!.recipientAttempts.set(to, (sink!.recipientAttempts.get(to) ?? 0) + 1);
-        const refusal = sink!.refusals.get(to);
+        this.recipientAttempts.set(to, (this.recipientAttempts.get(to) ?? 0) + 1);
+        const refusal = this.refusals.get(to);
         if (refusal && (refusal.times === undefined || refusal.times > 0)) {
           if (refusal.times !== undefined) {
             refusal.times--;
           }
-          const error = Object.assign(new Error(refusal.message), { responseCode: refusal.code });
-          callback(error);
+          callback(Object.assign(new Error(refusal.message), { responseCode: refusal.code }));
           return;
         }
         callback();
       },
-      onData(stream, session, callback) {
+      onData: (stream, session, callback) => {
         const chunks: Buffer[] = [];
         stream.on('data', (chunk: Buffer) => chunks.push(chunk));
         stream.on('end', () => {
@@ -78,24 +69,32 @@ export class SmtpSink {
             to: session.envelope.rcptTo.map((rcpt) => rcpt.address),
             raw,
           };
-          void Promise.resolve(sink!.beforeAccept?.(delivery)).then(
+          void Promise.resolve(this.beforeAccept?.(delivery)).then(
             () => {
-              sink!.deliveries.push(delivery);
-              sink!.notify();
-              callback(null, `OK queued as ${sink!.deliveries.length}`);
+              this.deliveries.push(delivery);
+              this.notify();
+              callback(null, `OK queued as ${this.deliveries.length}`);
             },
             (error: unknown) => callback(error as Error),
           );
         });
       },
     });
-    const port = await new Promise<number>((resolve, reject) => {
-      server.once('error', reject);
-      const listener = server.listen(0, '127.0.0.1', () =>
+  }
+
+  /** `smtp://127.0.0.1:<port>`, for `SMTP_URL`. */
+  get url(): string {
+    return `smtp://127.0.0.1:${this.port}`;
+  }
+
+  static async start(): Promise<SmtpSink> {
+    const sink = new SmtpSink();
+    sink.port = await new Promise<number>((resolve, reject) => {
+      sink.server.once('error', reject);
+      const listener = sink.server.listen(0, '127.0.0.1', () =>
         resolve((listener.address() as AddressInfo).port),
       );
     });
-    sink = new SmtpSink(server, port);
     return sink;
   }
 

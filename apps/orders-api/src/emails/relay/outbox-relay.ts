@@ -35,6 +35,8 @@ export class OutboxRelay implements OnApplicationBootstrap, BeforeApplicationShu
   private stopped = false;
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
+  /** Whether a pass is under way (its publishes not all settled). */
+  private passing = false;
   private lastWarning = { text: '', at: 0 };
 
   constructor(
@@ -52,16 +54,22 @@ export class OutboxRelay implements OnApplicationBootstrap, BeforeApplicationShu
   async beforeApplicationShutdown(): Promise<void> {
     this.stopped = true;
     this.wake?.();
+    if (this.passing) {
+      this.logger.log('Stopping: waiting for the emails being published');
+    }
     await this.loop;
   }
 
   private async run(): Promise<void> {
     while (!this.stopped) {
       let taken = 0;
+      this.passing = true;
       try {
         taken = await this.relayOnce();
       } catch (error) {
         this.warn(`Could not read the outbox: ${String(error)}`);
+      } finally {
+        this.passing = false;
       }
       // A full batch: more may be waiting, go on at once.
       if (taken < BATCH && !this.stopped) {
