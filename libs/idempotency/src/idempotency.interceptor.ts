@@ -8,9 +8,10 @@ import {
 import { EMPTY, lastValueFrom, type Observable, of, throwError } from 'rxjs';
 import type { IdempotencyContextAdapter } from './contexts/context-adapter';
 import { HttpContextAdapter } from './contexts/http/http-context.adapter';
+import { RpcContextAdapter } from './contexts/rpc/rpc-context.adapter';
 import { type IdempotentHandler, IdempotentHandlers } from './contexts/idempotent-handlers';
 import { IdempotencyEngine, type IdempotencyOutcome } from './engine/idempotency.engine';
-import { channels } from './engine/idempotency.events';
+import { channels, type IdempotencyExecutedEvent } from './engine/idempotency.events';
 import type { IdempotencyRejection } from './engine/idempotency-rejection';
 
 /** What the handler's observable gave when it completed without a value. */
@@ -30,8 +31,9 @@ export class IdempotencyInterceptor implements NestInterceptor {
     private readonly engine: IdempotencyEngine,
     private readonly handlers: IdempotentHandlers,
     http: HttpContextAdapter,
+    rpc: RpcContextAdapter,
   ) {
-    this.adapters = { http };
+    this.adapters = { http, rpc };
   }
 
   async intercept(context: ExecutionContext, next: CallHandler): Promise<Observable<unknown>> {
@@ -41,22 +43,50 @@ export class IdempotencyInterceptor implements NestInterceptor {
     if (!handler || !call) {
       return next.handle();
     }
-    if ('rejection' in call) {
-      throw this.refuse(adapter!, context, handler, call.target, call.rejection);
+    if (call === 'unprotected') {
+      return adapter!.unprotected
+        ? adapter!.unprotected(context, handler, next.handle())
+        : next.handle();
     }
-    // Awaited here, not subscribed to: the work runs to completion and settles the record even if
-    // the caller goes away and Nest unsubscribes, since releasing the key while the handler still
-    // runs would let a retry run it twice.
-    const outcome = await this.engine.process({
-      key: call.key,
-      fingerprint: call.fingerprint,
-      target: call.target,
-      options: handler.options,
-      context: adapter!.type,
-      work: () => lastValueFrom(next.handle(), { defaultValue: NO_RESULT }),
-      capture: (value) => (value === NO_RESULT ? null : adapter!.capture(context, handler, value)),
-      captureError: (error) => adapter!.captureError(error),
-    });
+    if ('rejection' in call) {
+      const error = this.refuse(adapter!, context, handler, call.target, call.rejection);
+      adapter!.finish?.(context, handler, { outcome: 'rejected', rejection: call.rejection });
+      throw error;
+    }
+    let record: IdempotencyExecutedEvent['record'] | undefined;
+    let outcome: IdempotencyOutcome<unknown>;
+    try {
+      // Awaited here, not subscribed to: the work runs to completion and settles the record even
+      // if the caller goes away and Nest unsubscribes, since releasing the key while the handler
+      // still runs would let a retry run it twice.
+      outcome = await this.engine.process({
+        key: call.key,
+        fingerprint: call.fingerprint,
+        target: call.target,
+        options: handler.options,
+        context: adapter!.type,
+        work: () =>
+          adapter!.collect
+            ? adapter!.collect(context, next.handle())
+            : lastValueFrom(next.handle(), { defaultValue: NO_RESULT }),
+        capture: (value) =>
+          value === NO_RESULT ? null : adapter!.capture(context, handler, value),
+        captureError: (error) => adapter!.captureError(error),
+        onSettled: (settled) => {
+          record = settled;
+        },
+      });
+    } catch (error) {
+      adapter!.finish?.(context, handler, { outcome: 'failed', record });
+      throw error;
+    }
+    adapter!.finish?.(
+      context,
+      handler,
+      outcome.type === 'rejected'
+        ? { outcome: 'rejected', rejection: outcome.rejection }
+        : { outcome: outcome.type },
+    );
     return this.render(adapter!, context, handler, outcome);
   }
 
@@ -68,6 +98,9 @@ export class IdempotencyInterceptor implements NestInterceptor {
   ): Observable<unknown> {
     switch (outcome.type) {
       case 'executed':
+        if (adapter.emit) {
+          return adapter.emit(context, outcome.value);
+        }
         return outcome.value === NO_RESULT ? EMPTY : of(outcome.value);
       case 'replayed':
         return adapter.replay(context, outcome.result);

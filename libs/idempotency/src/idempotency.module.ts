@@ -2,6 +2,7 @@ import { type DynamicModule, Module } from '@nestjs/common';
 import { DiscoveryModule, ModulesContainer } from '@nestjs/core';
 import { HttpContextAdapter } from './contexts/http/http-context.adapter';
 import { documentIdempotentRoutes } from './contexts/http/idempotency.swagger';
+import { RpcContextAdapter } from './contexts/rpc/rpc-context.adapter';
 import { IdempotentHandlers } from './contexts/idempotent-handlers';
 import { IdempotencyEngine } from './engine/idempotency.engine';
 import { IdempotencyInterceptor } from './idempotency.interceptor';
@@ -46,6 +47,7 @@ const IDEMPOTENCY_OPENAPI = Symbol('IDEMPOTENCY_OPENAPI');
     IdempotentHandlers,
     IdempotencyKeyIssuer,
     HttpContextAdapter,
+    RpcContextAdapter,
     IdempotencyInterceptor,
     IdempotencyService,
     {
@@ -63,6 +65,7 @@ const IDEMPOTENCY_OPENAPI = Symbol('IDEMPOTENCY_OPENAPI');
     IdempotentHandlers,
     IdempotencyKeyIssuer,
     HttpContextAdapter,
+    RpcContextAdapter,
     IdempotencyInterceptor,
     IdempotencyService,
     IDEMPOTENCY_MODULE_OPTIONS,

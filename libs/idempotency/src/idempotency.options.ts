@@ -208,7 +208,20 @@ export interface IdempotentOptions {
    */
   transaction?: boolean | IdempotencyTransactionOptions;
   /**
-   * Request header carrying the key (case-insensitive).
+   * RabbitMQ with manual acknowledgements (`noAck: false`) only: the library acknowledges each
+   * message of a covered `@MessagePattern` / `@EventPattern` handler itself, once its outcome is
+   * known and its record settled (after COMMIT in transactional mode), so a crash before that
+   * leaves the message to be redelivered. Acked: executed, replayed (a stored error too),
+   * `IDEMPOTENCY_RESPONSE_NOT_REPLAYABLE`. Requeued (`nack`, after `retryAfter`): in flight, store
+   * unavailable, a handler error that released the key. Rejected without requeue (dead-lettered
+   * when the queue has a dead-letter exchange): a missing, invalid, not issued, expired or reused
+   * key. The handler must not ack or nack the message itself. Other transports and HTTP ignore it.
+   * @default false
+   */
+  acknowledge?: boolean;
+  /**
+   * Request header carrying the key (case-insensitive). On microservice handlers: the AMQP
+   * header, NATS header, MQTT 5 user property or Redis / TCP packet metadata entry of that name.
    * @default 'Idempotency-Key'
    */
   headerName?: string;

@@ -41,7 +41,16 @@ export type { ResolvedIdempotencyOptions } from './engine/resolved-options';
 export { IdempotencyOptionError } from './engine/duration';
 export { MAX_KEY_LENGTH, parseIdempotencyKey } from './engine/idempotency-key';
 export { requestFingerprint, storageKeyOf } from './engine/idempotency.hashing';
-export type { CallDescription, IdempotencyContextAdapter } from './contexts/context-adapter';
+export type {
+  CallDescription,
+  CallEnd,
+  IdempotencyContextAdapter,
+} from './contexts/context-adapter';
+export {
+  type IdempotencyRpcError,
+  isIdempotencyRpcError,
+  RPC_EXCEPTION_STATUS,
+} from './contexts/rpc/rpc-context.adapter';
 export type { IdempotentHandler } from './contexts/idempotent-handlers';
 export * from './stores/idempotency-store';
 export {

@@ -41,6 +41,11 @@ export interface IdempotentCall<T> {
   capture: (value: T) => Capture;
   /** The status an error of the work stands for, and the body to store should `storeIf` want it. */
   captureError: (error: unknown) => CapturedError;
+  /**
+   * Told what became of the record of a run once it is settled (stored, released, committed), as
+   * the `executed` event says it; a context that acknowledges messages waits for it.
+   */
+  onSettled?: (record: IdempotencyExecutedEvent['record']) => void;
 }
 
 /**
@@ -544,6 +549,7 @@ export class IdempotencyEngine implements OnApplicationShutdown {
     timing: RunTiming,
     settleMs: number,
   ): void {
+    call.onSettled?.(record);
     if (channels.executed.hasSubscribers) {
       channels.executed.publish({
         key: call.key,

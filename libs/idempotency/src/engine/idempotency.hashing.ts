@@ -53,6 +53,19 @@ export function payloadFingerprint(payload: unknown): string {
   return storageKey(['payload', canonical(payload)]);
 }
 
+/**
+ * The default fingerprint of a microservice message: SHA-256 over its pattern (as the handler
+ * declares it, an object pattern as canonical JSON) and the canonical JSON of its data.
+ */
+export function messageFingerprint(pattern: string, data: unknown): string {
+  return storageKey(['rpc', pattern, canonical(data)]);
+}
+
+/** Canonical JSON (object keys sorted) of a pattern that is not a string. */
+export function canonicalPattern(pattern: unknown): string {
+  return typeof pattern === 'string' ? pattern : (stringify(pattern) ?? String(pattern));
+}
+
 function hasEntries(value: unknown): boolean {
   if (typeof value !== 'object' || value === null) {
     return false;

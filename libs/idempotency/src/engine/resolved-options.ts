@@ -27,6 +27,8 @@ export interface ResolvedIdempotencyOptions {
   /** Transactional mode, or `undefined` when off. */
   transaction: Required<IdempotencyTransactionOptions> | undefined;
   mismatchStatus: number;
+  /** RabbitMQ messages are acknowledged by the library (see `IdempotentOptions.acknowledge`). */
+  acknowledge: boolean;
   scope: IdempotencyScope;
   required: boolean;
   /** Where the key is read from; an issued key is read from the header or its `from` function. */
@@ -93,6 +95,7 @@ export function resolveOptions(options: IdempotentOptions): ResolvedIdempotencyO
     onStoreError: oneOf(options.onStoreError, 'onStoreError', ['closed', 'open']),
     transaction: transaction(options.transaction),
     mismatchStatus,
+    acknowledge: bool(options.acknowledge, 'acknowledge') ?? false,
     scope:
       typeof options.scope === 'function'
         ? options.scope
@@ -191,6 +194,16 @@ function oneOf<T extends string>(value: T | undefined, option: string, allowed: 
     throw new IdempotencyOptionError(
       option,
       `must be ${allowed.map((a) => `'${a}'`).join(' or ')}; got ${JSON.stringify(value)}.`,
+    );
+  }
+  return value;
+}
+
+function bool(value: boolean | undefined, option: string): boolean | undefined {
+  if (value !== undefined && typeof value !== 'boolean') {
+    throw new IdempotencyOptionError(
+      option,
+      `must be true or false; got ${JSON.stringify(value)}.`,
     );
   }
   return value;

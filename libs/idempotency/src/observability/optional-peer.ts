@@ -22,7 +22,7 @@ export async function loadOptionalPeer<T>(
 }
 
 /** A "module not found" error about `name` itself, not about one of its own dependencies. */
-function isNotFound(error: unknown, name: string): boolean {
+export function isNotFound(error: unknown, name: string): boolean {
   if (typeof error !== 'object' || error === null) {
     return false;
   }
