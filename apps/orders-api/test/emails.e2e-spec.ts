@@ -244,6 +244,7 @@ for (const [transport, gate, transportEnv] of TRANSPORTS) {
         it('drops a message that is not an email, and goes on with the next', async () => {
           await rabbit!.publish(queue!, Buffer.from('not json'), 'garbage-1');
           await rabbit!.publish(queue!, { id: randomUUID(), to: 'nobody' }, 'garbage-2');
+          await rabbit!.publish(queue!, email()); // no messageId: no key
           const row = await publishedRow();
           await rabbit!.publish(
             queue!,

@@ -1,65 +1,46 @@
-import { Controller, Logger } from '@nestjs/common';
-import { Ctx, EventPattern, Payload, RmqContext } from '@nestjs/microservices';
-import { IdempotencyRequestInProgressException, IdempotencyService } from 'nestjs-idempotency';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { EMAILS_PATTERN, type EmailMessage, parseEmailMessage } from './email-message';
+import { Controller, Logger, UseInterceptors } from '@nestjs/common';
+import { Ctx, EventPattern, Payload, type RmqContext } from '@nestjs/microservices';
+import { IdempotencyInterceptor, Idempotent } from 'nestjs-idempotency';
+import { EMAILS_PATTERN, parseEmailMessage } from './email-message';
 import { EmailsService } from './emails.service';
 import { MailSender } from './mail-sender';
 
-/** How long a message that failed waits before it goes back to the queue: no hot loop. */
-const REQUEUE_DELAY_MS = 1_000;
-
 /**
  * The mailer: consumes the `emails` queue (RabbitMQ, or the relay in process) and sends each
- * message once per outbox id. The delivery is idempotent, keyed by the AMQP `messageId` (the
- * outbox id); with the TypeORM store it is transactional, so the row marked sent commits with the
- * idempotency record and a redelivered message is acknowledged without a second send.
+ * message once. `@Idempotent()` keys it by the AMQP `messageId` (the outbox id; an
+ * `Idempotency-Key` header would take precedence), scoped to the pattern. With the TypeORM store
+ * the app runs it in transactional mode: the row marked sent commits with the idempotency record,
+ * and the library acknowledges the message only after that COMMIT (`acknowledge`), so a
+ * redelivery finds the record completed and is acknowledged without a second send. A duplicate
+ * arriving while the first is being sent is requeued after `retryAfter` (1 s); a send that failed
+ * for now (a 4xx answer, no connection) releases the key and is requeued the same way.
+ *
+ * The interceptor is applied here rather than through `inheritAppConfig`: the app's global filter
+ * and pipe are HTTP's.
  */
 @Controller()
+@UseInterceptors(IdempotencyInterceptor)
 export class MailerController {
   private readonly logger = new Logger('Mailer');
 
   constructor(
     private readonly emails: EmailsService,
     private readonly mailer: MailSender,
-    private readonly idempotency: IdempotencyService,
   ) {}
 
   @EventPattern<string>(EMAILS_PATTERN)
+  @Idempotent({ acknowledge: true })
   async deliver(@Payload() data: unknown, @Ctx() context: RmqContext): Promise<void> {
-    const message = context.getMessage() as { properties?: { messageId?: unknown } };
-    const channel = context.getChannelRef() as {
-      ack(message: unknown): void;
-      nack(message: unknown, allUpTo?: boolean, requeue?: boolean): void;
-    };
-    const messageId = message.properties?.messageId;
     const email = parseEmailMessage(data);
-    if ('invalid' in email || typeof messageId !== 'string' || messageId !== email.id) {
+    const messageId = (context.getMessage() as { properties?: { messageId?: unknown } }).properties
+      ?.messageId;
+    if ('invalid' in email || messageId !== email.id) {
+      // Acknowledged and dropped: sending it again would not make it an email.
       this.logger.warn(
         `Dropped a message of the ${EMAILS_PATTERN} queue: ${'invalid' in email ? email.invalid : 'its messageId is not its id'}`,
       );
-      channel.nack(message, false, false);
       return;
     }
-    try {
-      await this.idempotency.run(messageId, () => this.send(email), {
-        scope: EMAILS_PATTERN,
-        payload: email,
-      });
-      channel.ack(message);
-    } catch (error) {
-      if (!(error instanceof IdempotencyRequestInProgressException)) {
-        this.logger.warn(
-          `Could not send email ${email.id}, it goes back to the queue: ${String(error)}`,
-        );
-      }
-      await sleep(REQUEUE_DELAY_MS);
-      channel.nack(message, false, true);
-    }
-  }
-
-  /** Sends, then records the delivery (in the idempotency record's transaction, when there is one). */
-  private async send(email: EmailMessage): Promise<void> {
     const delivery = await this.mailer.send(email);
     await this.emails.recordDelivery(email, delivery);
   }

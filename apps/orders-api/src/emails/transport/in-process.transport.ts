@@ -1,4 +1,4 @@
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
 import { type CustomTransportStrategy, RmqContext, Server } from '@nestjs/microservices';
 import { isObservable, lastValueFrom, type Observable } from 'rxjs';
 import { ORDERS_API_CONFIG, type OrdersApiConfig } from '../../config/orders-api.config';
@@ -6,6 +6,9 @@ import { EMAILS_PATTERN, type EmailMessage } from '../email-message';
 
 /** How the consumer settled a message handed to it in process. */
 type Settlement = 'ack' | 'drop' | 'requeue';
+
+/** How long a message may stay unsettled once its handler finished. */
+const SETTLE_GRACE_MS = 5_000;
 
 /**
  * The `emails` queue when no `AMQP_URL` is set: a Nest transport strategy that hands a message
@@ -15,13 +18,12 @@ type Settlement = 'ack' | 'drop' | 'requeue';
  * `ack`, `nack` and `reject` settle the delivery, with RabbitMQ's meaning (noAck: false).
  *
  * {@link deliver} resolves once the consumer acked the message, or dropped it (nack or reject
- * without requeue); it rejects when the consumer asked for it again (requeue) or finished without
- * settling it, which RabbitMQ would redeliver. The relay then leaves the outbox row queued and
+ * without requeue); it rejects when the consumer asked for it again (requeue), or left it unsettled
+ * 5 s after its handler finished, which RabbitMQ would redeliver. The relay then leaves the outbox row queued and
  * retries it, so nothing is lost if this process dies: the outbox table is the queue.
  */
 @Injectable()
 export class InProcessEmailTransport extends Server implements CustomTransportStrategy {
-  private readonly log = new Logger('InProcessEmails');
   private readonly running = new Set<Promise<unknown>>();
   private closed = false;
 
@@ -66,58 +68,76 @@ export class InProcessEmailTransport extends Server implements CustomTransportSt
     return delivery;
   }
 
-  private async run(message: EmailMessage): Promise<void> {
+  private run(message: EmailMessage): Promise<void> {
     const handler = this.getHandlerByPattern(EMAILS_PATTERN);
     if (!handler) {
-      throw new Error(`No @EventPattern('${EMAILS_PATTERN}') handler is registered.`);
-    }
-    const content = Buffer.from(JSON.stringify(message));
-    let settled: Settlement | undefined;
-    const settle = (how: Settlement) => {
-      settled ??= how;
-    };
-    const amqpMessage = {
-      content,
-      fields: {
-        deliveryTag: 1,
-        redelivered: false,
-        exchange: '',
-        routingKey: EMAILS_PATTERN,
-        consumerTag: 'in-process',
-      },
-      properties: {
-        messageId: message.id,
-        contentType: 'application/json',
-        headers: {},
-        deliveryMode: 2,
-      },
-    };
-    const channel = {
-      ack: () => settle('ack'),
-      nack: (_message: unknown, _allUpTo?: boolean, requeue = true) =>
-        settle(requeue ? 'requeue' : 'drop'),
-      reject: (_message: unknown, requeue = true) => settle(requeue ? 'requeue' : 'drop'),
-    };
-    const context = new RmqContext([amqpMessage, channel, EMAILS_PATTERN]);
-    try {
-      const result: unknown = await handler(JSON.parse(content.toString()), context);
-      if (isObservable(result)) {
-        await lastValueFrom(result as Observable<unknown>, { defaultValue: undefined });
-      }
-    } catch (error) {
-      if (settled === undefined) {
-        // Nest's RPC exception filter hands errors on as plain objects.
-        throw error instanceof Error ? error : new Error(describe(error));
-      }
-      this.log.debug(`The consumer failed after settling ${message.id}: ${describe(error)}`);
-    }
-    if (settled === 'requeue' || settled === undefined) {
-      throw new Error(
-        settled === 'requeue'
-          ? `The consumer asked for email ${message.id} again (requeue).`
-          : `The consumer finished without acknowledging email ${message.id}.`,
+      return Promise.reject(
+        new Error(`No @EventPattern('${EMAILS_PATTERN}') handler is registered.`),
       );
     }
+    const content = Buffer.from(JSON.stringify(message));
+    return new Promise<void>((resolve, reject) => {
+      let settled = false;
+      let timer: NodeJS.Timeout | undefined;
+      const settle = (how: Settlement, error?: Error) => {
+        if (settled) {
+          return;
+        }
+        settled = true;
+        clearTimeout(timer);
+        if (how === 'requeue') {
+          reject(error ?? new Error(`The consumer asked for email ${message.id} again (requeue).`));
+        } else {
+          resolve();
+        }
+      };
+      const channel = {
+        ack: () => settle('ack'),
+        nack: (_message: unknown, _allUpTo?: boolean, requeue = true) =>
+          settle(requeue ? 'requeue' : 'drop'),
+        reject: (_message: unknown, requeue = true) => settle(requeue ? 'requeue' : 'drop'),
+      };
+      const amqpMessage = {
+        content,
+        fields: {
+          deliveryTag: 1,
+          redelivered: false,
+          exchange: '',
+          routingKey: EMAILS_PATTERN,
+          consumerTag: 'in-process',
+        },
+        properties: {
+          messageId: message.id,
+          contentType: 'application/json',
+          headers: {},
+          deliveryMode: 2,
+        },
+      };
+      // The consumer may settle after its handler finished (a requeue waits for retryAfter); a
+      // message it never settles counts as one to deliver again, as RabbitMQ would.
+      const finished = (error?: unknown) => {
+        timer = setTimeout(() => {
+          const cause = error === undefined ? 'finished' : `failed (${describe(error)})`;
+          settle(
+            'requeue',
+            new Error(`The consumer ${cause} without acknowledging email ${message.id}.`),
+          );
+        }, SETTLE_GRACE_MS);
+      };
+      const context = new RmqContext([amqpMessage, channel, EMAILS_PATTERN]);
+      void (async () => {
+        try {
+          const result: unknown = await handler(JSON.parse(content.toString()), context);
+          if (isObservable(result)) {
+            await lastValueFrom(result as Observable<unknown>, { defaultValue: undefined });
+          }
+        } catch (error) {
+          finished(error);
+          return;
+        }
+        finished();
+      })();
+    });
   }
 }
 
