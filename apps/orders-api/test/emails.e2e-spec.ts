@@ -259,32 +259,52 @@ for (const [transport, gate, transportEnv] of TRANSPORTS) {
   });
 }
 
-describe('emails with neither AMQP_URL nor SMTP_URL (npm start on a fresh machine)', () => {
-  let app: Awaited<ReturnType<typeof startApp>>;
+for (const deployment of DEPLOYMENTS) {
+  (await deployment.describe)(
+    `emails with neither AMQP_URL nor SMTP_URL, on ${deployment.name}`,
+    () => {
+      let app: RunningApp;
+      let cleanup: () => Promise<void>;
 
-  beforeAll(async () => {
-    app = await startApp({ SMTP_URL: '' });
-  });
+      beforeAll(async () => {
+        const provisioned = await deployment.provision();
+        cleanup = provisioned.cleanup;
+        app = await startOrdersApi({ ...provisioned.env, OUTBOX_POLL_INTERVAL: '100ms' });
+      });
 
-  afterAll(() => app?.cleanup());
+      afterAll(async () => {
+        await app?.close();
+        await cleanup?.();
+      });
 
-  it('captures the message, once, and GET /emails/:id shows it', async () => {
-    const body = email();
-    const key = randomUUID();
-    const { id } = (
-      await request(app.url).post('/emails').set('Idempotency-Key', key).send(body).expect(202)
-    ).body as { id: string };
-    const row = await rowWhen(app, id, (r) => r.status === 'sent');
-    expect(row).toMatchObject({ status: 'sent', smtpResponse: null, messageId: messageIdOf(id) });
-    const captured = row.capturedMessage as string;
-    expect(captured).toContain(`To: ${body.to}`);
-    expect(captured).toContain(`Subject: ${body.subject}`);
-    expect(captured).toContain(`Message-ID: ${messageIdOf(id)}`);
-    expect(captured).toContain(body.body);
-    expect(sink.count(messageIdOf(id))).toBe(0);
-    await request(app.url).post('/emails').set('Idempotency-Key', key).send(body).expect(202);
-    await sleep(300);
-    const outbox = (await request(app.url).get('/emails').expect(200)).body as { to: string }[];
-    expect(outbox.filter((m) => m.to === body.to)).toHaveLength(1);
-  });
-});
+      it('captures the message, once, and GET /emails/:id shows it', async () => {
+        const body = email();
+        const key = randomUUID();
+        const { id } = (
+          await request(app.url).post('/emails').set('Idempotency-Key', key).send(body).expect(202)
+        ).body as { id: string };
+        const row = await rowWhen(app, id, (r) => r.status === 'sent');
+        expect(row).toMatchObject({
+          status: 'sent',
+          smtpResponse: null,
+          messageId: messageIdOf(id),
+        });
+        expect(Date.parse(row.publishedAt as string)).toBeLessThanOrEqual(
+          Date.parse(row.sentAt as string),
+        );
+        const captured = row.capturedMessage as string;
+        expect(captured).toContain(`To: ${body.to}`);
+        expect(captured).toContain(`Subject: ${body.subject}`);
+        expect(captured).toContain(`Message-ID: ${messageIdOf(id)}`);
+        expect(captured).toContain(body.body);
+        expect(sink.count(messageIdOf(id))).toBe(0);
+        await request(app.url).post('/emails').set('Idempotency-Key', key).send(body).expect(202);
+        await sleep(300);
+        const outbox = (await request(app.url).get('/emails').expect(200)).body as {
+          to: string;
+        }[];
+        expect(outbox.filter((m) => m.to === body.to)).toHaveLength(1);
+      });
+    },
+  );
+}
