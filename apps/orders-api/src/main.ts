@@ -13,12 +13,13 @@ async function bootstrap(): Promise<void> {
   });
   configureApp(app, config);
   enableGracefulShutdown(app, config.shutdownTimeoutMs);
-  // Not awaited: with RabbitMQ down at start, the API still serves and emails wait in the outbox;
-  // the consumer connects (and logs it) once RabbitMQ is up.
+  await app.listen(config.port, config.host ?? '0.0.0.0');
+  // After listen(), which initialised the modules the mailer's interceptor needs. Not awaited:
+  // with RabbitMQ down at start, the API still serves and emails wait in the outbox; the consumer
+  // connects (and logs it) once RabbitMQ is up.
   app.startAllMicroservices().catch((error: unknown) => {
     new Logger('Mailer').error('The email consumer could not start', String(error));
   });
-  await app.listen(config.port, config.host ?? '0.0.0.0');
   const where =
     config.database.type === 'better-sqlite3' ? config.database.database : config.database.type;
   const logger = new Logger('OrdersApi');

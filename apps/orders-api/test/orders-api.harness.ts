@@ -104,8 +104,8 @@ export async function startOrdersApi(env: NodeJS.ProcessEnv): Promise<RunningApp
     logger: process.env.E2E_LOG ? undefined : false,
   });
   configureApp(app, config);
-  await app.startAllMicroservices();
   await app.listen(0, '127.0.0.1');
+  await app.startAllMicroservices();
   const { port } = app.getHttpServer().address() as { port: number };
   return { app, url: `http://127.0.0.1:${port}`, config, close: () => app.close() };
 }
