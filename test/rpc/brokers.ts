@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { headers as natsHeaders } from '@nats-io/transport-node';
 import {
+  type ClientOptions,
   type ClientProxy,
   type MicroserviceOptions,
   MqttRecordBuilder,
@@ -28,7 +29,7 @@ export interface BrokerTransport {
   /** Options of the consumer (`connectMicroservice`); RabbitMQ with manual acks. */
   server: MicroserviceOptions;
   /** Options of `ClientProxyFactory.create()` for the same queue or subjects. */
-  client: MicroserviceOptions;
+  client: ClientOptions;
   /**
    * The data to `send()` / `emit()` so that the message carries `key` the transport's own way
    * (AMQP header, NATS header, MQTT 5 user property, Redis packet metadata).

@@ -37,25 +37,25 @@ const TRANSPORTS = env('TRANSPORTS').split(',');
 const PATTERNS = patterns(SUFFIX);
 
 /** Which transport a message came on, from its context class. */
-const transportOf = (ctx: object) => ctx.constructor.name.replace(/Context$/, '');
+const transportOf = (ctx: unknown) => (ctx as object).constructor.name.replace(/Context$/, '');
 
 @Controller()
 @Idempotent({ transaction: true, concurrent: 'wait', acknowledge: true, lockTtl: '5s' })
 class EffectsController {
   constructor(private readonly dataSource: DataSource) {}
 
-  @EventPattern(PATTERNS.effect)
-  async effect(@Payload() data: { key: string }, @Ctx() ctx: object) {
+  @EventPattern<Record<string, { key: string }>>(PATTERNS.effect)
+  async effect(@Payload() data: { key: string }, @Ctx() ctx: unknown) {
     await this.write(data.key, transportOf(ctx));
   }
 
-  @EventPattern(PATTERNS.crash)
-  async crash(@Payload() data: { key: string }, @Ctx() ctx: object) {
+  @EventPattern<Record<string, { key: string }>>(PATTERNS.crash)
+  async crash(@Payload() data: { key: string }, @Ctx() ctx: unknown) {
     await this.write(data.key, transportOf(ctx));
   }
 
   @MessagePattern(PATTERNS.charge)
-  async charge(@Payload() data: { key: string; amount: number }, @Ctx() ctx: object) {
+  async charge(@Payload() data: { key: string; amount: number }, @Ctx() ctx: unknown) {
     const id = await this.write(data.key, transportOf(ctx));
     return { effectId: id, amount: data.amount, by: NAME };
   }

@@ -291,7 +291,7 @@ describe('RPC context (TCP transport)', () => {
     @Idempotent({ ttl: 'forever' })
     class BrokenConsumer {
       @EventPattern('broken.event')
-      handle() {}
+      handle(@Payload() _data: unknown) {}
     }
     const moduleRef = await Test.createTestingModule({
       imports: [IdempotencyModule.forRoot()],

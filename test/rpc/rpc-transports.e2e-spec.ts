@@ -59,7 +59,7 @@ class PaymentsController {
     return { chargeId: randomUUID(), amount: data.amount };
   }
 
-  @EventPattern(pattern('shipped'))
+  @EventPattern<Record<string, Keyed>>(pattern('shipped'))
   shipped(@Payload() data: Keyed) {
     effect(data.key);
   }
@@ -87,14 +87,14 @@ class PaymentsController {
     return { done: data.key };
   }
 
-  @EventPattern(pattern('slow-event'))
+  @EventPattern<Record<string, Keyed>>(pattern('slow-event'))
   @Idempotent({ concurrent: 'reject', retryAfter: 100 })
   async slowEvent(@Payload() data: Keyed) {
     effect(data.key);
     await gate(data.key);
   }
 
-  @EventPattern(pattern('flaky-event'))
+  @EventPattern<Record<string, Keyed>>(pattern('flaky-event'))
   @Idempotent({ retryAfter: 100 })
   flakyEvent(@Payload() data: Keyed) {
     effect(data.key);

@@ -68,7 +68,8 @@ export interface IdempotencyIssuedKeySource {
 
 /**
  * What a key is unique within. `'endpoint'`: verb + route template, plus the principal when the
- * request is authenticated. `'user'`: the principal only (one key space per user across routes).
+ * request is authenticated (on a microservice handler: its pattern, plus the principal when
+ * `principal` resolves one). `'user'`: the principal only (one key space per user across routes).
  * `'global'`: nothing (one key space for the whole application). A function returns the parts.
  */
 export type IdempotencyScope =
@@ -111,12 +112,15 @@ export interface IdempotentOptions {
   required?: boolean;
   /**
    * Verbs a class-level `@Idempotent()` applies to. A handler-level decorator applies to the verb of
-   * its handler whatever this says (except GET, HEAD and OPTIONS, never protected).
+   * its handler whatever this says (except GET, HEAD and OPTIONS, never protected). HTTP only: a
+   * class-level decorator covers every `@MessagePattern` and `@EventPattern` handler of its class.
    * @default ['POST', 'PATCH']
    */
   methods?: readonly IdempotentMethod[];
   /**
-   * Where the key comes from.
+   * Where the key comes from. `'header'` on a microservice handler is the transport's own: the
+   * AMQP header `headerName` (else the `messageId` property), the NATS header, the MQTT 5 user
+   * property, the Redis or TCP packet metadata entry, the Kafka header.
    * @default 'header'
    */
   key?: IdempotencyKeySource;
@@ -124,7 +128,8 @@ export interface IdempotentOptions {
    * Request fingerprint used to catch a key reused for another payload; `false` turns it off.
    * The default hashes (SHA-256) the verb, the route template, its path parameters (so one key on
    * `/payments/1/capture` then `/payments/2/capture` is a reuse, never a replay), and the
-   * canonical JSON of the body (object keys sorted) and of the query.
+   * canonical JSON of the body (object keys sorted) and of the query. On a microservice handler:
+   * the pattern and the canonical JSON of the message data.
    * @default the built-in fingerprint
    */
   fingerprint?: IdempotencyFingerprintFn | false;
@@ -232,7 +237,7 @@ export interface IdempotentOptions {
   mismatchStatus?: number;
   /**
    * Resolves the authenticated principal put into the default scope.
-   * @default (context) => request.user?.id ?? request.user?.sub
+   * @default (context) => request.user?.id ?? request.user?.sub (none on microservice handlers)
    */
   principal?: (context: ExecutionContext) => string | number | undefined;
 }

@@ -7,7 +7,8 @@ import type { IdempotentOptions } from './idempotency.options';
  *
  * On a class it applies to the verbs in `methods` (POST and PATCH by default); on a handler it
  * applies to that handler's verb, so it is the explicit opt-in for PUT or DELETE. GET, HEAD and
- * OPTIONS are never protected.
+ * OPTIONS are never protected. On a microservice controller it covers every `@MessagePattern` and
+ * `@EventPattern` handler (keyed by the transport's header or metadata, see `key`).
  *
  * @example
  * @Post()

@@ -219,6 +219,10 @@ export class RpcContextAdapter implements IdempotencyContextAdapter, OnModuleIni
       ...(problem as IdempotencyProblem),
       message: (problem as IdempotencyProblem).detail,
     };
+    if (rejection.code === IdempotencyErrorCode.KeyMissing) {
+      error.detail =
+        error.message = `This message handler requires an idempotency key: a ${headerName} header (or packet metadata entry, or MQTT 5 user property), or an AMQP messageId.`;
+    }
     if (rejection.code === IdempotencyErrorCode.RequestInProgress) {
       error.retryAfterMs = rejection.retryAfterMs;
     }

@@ -7,7 +7,7 @@ import {
   RmqContext,
   TcpContext,
 } from '@nestjs/microservices';
-import { headers as natsHeaders } from '@nats-io/transport-node';
+import { headers as natsHeaders } from '@nats-io/nats-core';
 import { resolveOptions } from '../../engine/resolved-options';
 import type { IdempotentOptions } from '../../idempotency.options';
 import type { IdempotencyKeyIssuer } from '../../idempotency-key-issuer';
