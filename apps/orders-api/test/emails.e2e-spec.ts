@@ -240,6 +240,20 @@ for (const [transport, gate, transportEnv] of TRANSPORTS) {
         expect(sink.count(messageIdOf(id))).toBe(1);
       });
 
+      it('retries an email while the SMTP server refuses its sender, even for good (5xx): a setting to fix, not the email', async () => {
+        sink.refusals.set('orders@example.com', {
+          code: 553,
+          message: 'Sender not allowed',
+          times: 1,
+        });
+        const { id } = (
+          await request(app.url).post('/emails').set('Idempotency-Key', randomUUID()).send(email())
+        ).body as { id: string };
+        await rowWhen(app, id, (r) => r.status === 'sent');
+        expect(sink.refusals.get('orders@example.com')?.times).toBe(0);
+        expect(sink.count(messageIdOf(id))).toBe(1);
+      });
+
       if (transport === 'RabbitMQ') {
         it('drops a message that is not an email, and goes on with the next', async () => {
           await rabbit!.publish(queue!, Buffer.from('not json'), 'garbage-1');

@@ -27,7 +27,7 @@ export class SmtpSink {
   readonly deliveries: SinkDelivery[] = [];
   /** RCPT TO commands seen, by address (refused ones included). */
   readonly recipientAttempts = new Map<string, number>();
-  /** Refusals by recipient address. */
+  /** Refusals by address, of a recipient (RCPT TO) or of the sender (MAIL FROM). */
   readonly refusals = new Map<string, SinkRefusal>();
   /**
    * Awaited after a message's DATA and before the 250 that accepts it: a test acts there
@@ -45,18 +45,11 @@ export class SmtpSink {
       disabledCommands: ['STARTTLS', 'AUTH'],
       logger: false,
       closeTimeout: 1_000,
+      onMailFrom: (address, _session, callback) => callback(this.refusal(address.address)),
       onRcptTo: (address, _session, callback) => {
         const to = address.address.toLowerCase();
         this.recipientAttempts.set(to, (this.recipientAttempts.get(to) ?? 0) + 1);
-        const refusal = this.refusals.get(to);
-        if (refusal && (refusal.times === undefined || refusal.times > 0)) {
-          if (refusal.times !== undefined) {
-            refusal.times--;
-          }
-          callback(Object.assign(new Error(refusal.message), { responseCode: refusal.code }));
-          return;
-        }
-        callback();
+        callback(this.refusal(to));
       },
       onData: (stream, session, callback) => {
         const chunks: Buffer[] = [];
@@ -96,6 +89,18 @@ export class SmtpSink {
       );
     });
     return sink;
+  }
+
+  /** The error refusing `address` (a sender or a recipient), if it is to be refused now. */
+  private refusal(address: string): Error | undefined {
+    const refusal = this.refusals.get(address.toLowerCase());
+    if (!refusal || (refusal.times !== undefined && refusal.times <= 0)) {
+      return undefined;
+    }
+    if (refusal.times !== undefined) {
+      refusal.times--;
+    }
+    return Object.assign(new Error(refusal.message), { responseCode: refusal.code });
   }
 
   /** Messages accepted with this `Message-ID`. */

@@ -42,9 +42,9 @@ export class MailSender implements OnApplicationShutdown {
   }
 
   /**
-   * Sends `message`. Resolves `refused` when the server answered a permanent refusal (5xx: a
-   * resend would be refused again); rejects on anything that may pass on a retry (a 4xx answer,
-   * no connection, a timeout).
+   * Sends `message`. Resolves `refused` when the server refused this message for good (a 5xx
+   * answer to its recipient or its content: a resend would be refused again); rejects on anything
+   * that may pass on a retry (a 4xx answer, no connection, a timeout, a refused login or sender).
    */
   async send(message: EmailMessage): Promise<Delivery> {
     const messageId = `<${message.id}@${this.domain}>`;
@@ -63,8 +63,20 @@ export class MailSender implements OnApplicationShutdown {
         capturedMessage: this.capturing ? (info.message?.toString('utf8') ?? null) : null,
       };
     } catch (error) {
-      const { responseCode, response } = error as { responseCode?: number; response?: string };
-      if (responseCode !== undefined && responseCode >= 500 && responseCode < 600) {
+      const { responseCode, response, command } = error as {
+        responseCode?: number;
+        response?: string;
+        command?: string;
+      };
+      // Only a refusal of this message (its recipient, its content) is final: a 5xx to the
+      // sender or the login (a wrong MAIL_FROM or password) would refuse every email, and is
+      // retried until it is fixed.
+      if (
+        responseCode !== undefined &&
+        responseCode >= 500 &&
+        responseCode < 600 &&
+        (command === 'RCPT TO' || command === 'DATA')
+      ) {
         this.logger.warn(`The SMTP server refused ${messageId} for good: ${response}`);
         return { outcome: 'refused', messageId, smtpResponse: response ?? String(responseCode) };
       }
