@@ -61,10 +61,11 @@ class EffectsController {
   }
 
   private async write(key: string, transport: string): Promise<number> {
-    const manager = transactionalEntityManager(this.dataSource.manager);
+    const transactional = transactionalEntityManager();
+    const manager = transactional ?? this.dataSource.manager;
     const [row] = await manager.query(
-      'INSERT INTO rpc_effects (effect_key, transport, consumer) VALUES ($1, $2, $3) RETURNING id',
-      [key, transport, NAME],
+      'INSERT INTO rpc_effects (effect_key, transport, consumer, in_transaction) VALUES ($1, $2, $3, $4) RETURNING id',
+      [key, transport, NAME, transactional !== undefined],
     );
     return Number(row.id);
   }

@@ -92,7 +92,7 @@ describePostgres('RPC consumers as processes', () => {
     }).initialize();
     await sql.runMigrations();
     await sql.query(
-      'CREATE TABLE rpc_effects (id serial PRIMARY KEY, effect_key varchar(100) NOT NULL, transport varchar(20) NOT NULL, consumer varchar(20) NOT NULL)',
+      'CREATE TABLE rpc_effects (id serial PRIMARY KEY, effect_key varchar(100) NOT NULL, transport varchar(20) NOT NULL, consumer varchar(20) NOT NULL, in_transaction boolean NOT NULL)',
     );
     consumers = await Promise.all([startConsumer(), startConsumer()]);
   }, 2 * START_MS);
@@ -219,5 +219,13 @@ describePostgres('RPC consumers as processes', () => {
         START_MS,
       );
     });
+  });
+
+  it('wrote every effect in the transaction of its record (transactionalEntityManager())', async () => {
+    const [{ outside, total }] = await sql.query(
+      'SELECT count(*) FILTER (WHERE NOT in_transaction) AS outside, count(*) AS total FROM rpc_effects',
+    );
+    expect(Number(total)).toBeGreaterThan(0);
+    expect(Number(outside)).toBe(0);
   });
 });
