@@ -13,6 +13,20 @@ export type Delivery =
     }
   | { outcome: 'refused'; messageId: string; smtpResponse: string };
 
+/**
+ * A send that may pass on a retry (a 4xx answer, no connection, a timeout, a refused login or
+ * sender): the mailer's key is released and the message goes back to the queue.
+ */
+export class MailNotSentError extends Error {
+  constructor(id: string, cause: unknown) {
+    super(
+      `Email ${id} not sent, it goes back to the queue: ${cause instanceof Error ? cause.message : String(cause)}`,
+      { cause },
+    );
+    this.name = 'MailNotSentError';
+  }
+}
+
 /** SMTP timeouts: a server that hangs fails the attempt (and it is retried) within a minute. */
 const TIMEOUTS = { connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 30_000 };
 
@@ -43,8 +57,8 @@ export class MailSender implements OnApplicationShutdown {
 
   /**
    * Sends `message`. Resolves `refused` when the server refused this message for good (a 5xx
-   * answer to its recipient or its content: a resend would be refused again); rejects on anything
-   * that may pass on a retry (a 4xx answer, no connection, a timeout, a refused login or sender).
+   * answer to its recipient or its content: a resend would be refused again); rejects with a
+   * {@link MailNotSentError} on anything that may pass on a retry.
    */
   async send(message: EmailMessage): Promise<Delivery> {
     const messageId = `<${message.id}@${this.domain}>`;
@@ -80,7 +94,7 @@ export class MailSender implements OnApplicationShutdown {
         this.logger.warn(`The SMTP server refused ${messageId} for good: ${response}`);
         return { outcome: 'refused', messageId, smtpResponse: response ?? String(responseCode) };
       }
-      throw error;
+      throw new MailNotSentError(message.id, error);
     }
   }
 

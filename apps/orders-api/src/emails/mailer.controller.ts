@@ -1,9 +1,40 @@
-import { Controller, Logger, UseInterceptors } from '@nestjs/common';
-import { Ctx, EventPattern, Payload, type RmqContext } from '@nestjs/microservices';
+import {
+  type ArgumentsHost,
+  Catch,
+  Controller,
+  Logger,
+  UseFilters,
+  UseInterceptors,
+} from '@nestjs/common';
+import {
+  BaseRpcExceptionFilter,
+  Ctx,
+  EventPattern,
+  Payload,
+  type RmqContext,
+} from '@nestjs/microservices';
 import { IdempotencyInterceptor, Idempotent } from 'nestjs-idempotency';
+import { type Observable, throwError } from 'rxjs';
 import { EMAILS_PATTERN, parseEmailMessage } from './email-message';
 import { EmailsService } from './emails.service';
-import { MailSender } from './mail-sender';
+import { MailNotSentError, MailSender } from './mail-sender';
+
+/**
+ * Nest's RPC exception filter, but a send that failed for now is one warning line, not an error
+ * with its stack: it is expected while an SMTP server is busy or down, and it is retried.
+ */
+@Catch()
+export class MailerExceptionFilter extends BaseRpcExceptionFilter {
+  private readonly logger = new Logger('Mailer');
+
+  override catch(exception: unknown, host: ArgumentsHost): Observable<unknown> {
+    if (exception instanceof MailNotSentError) {
+      this.logger.warn(exception.message);
+      return throwError(() => exception);
+    }
+    return super.catch(exception, host);
+  }
+}
 
 /**
  * The mailer: consumes the `emails` queue (RabbitMQ, or the relay in process) and sends each
@@ -20,6 +51,7 @@ import { MailSender } from './mail-sender';
  */
 @Controller()
 @UseInterceptors(IdempotencyInterceptor)
+@UseFilters(MailerExceptionFilter)
 export class MailerController {
   private readonly logger = new Logger('Mailer');
 

@@ -116,13 +116,16 @@ export class InProcessEmailTransport extends Server implements CustomTransportSt
       // The consumer may settle after its handler finished (a requeue waits for retryAfter); a
       // message it never settles counts as one to deliver again, as RabbitMQ would.
       const finished = (error?: unknown) => {
+        if (settled) {
+          return;
+        }
         timer = setTimeout(() => {
           const cause = error === undefined ? 'finished' : `failed (${describe(error)})`;
           settle(
             'requeue',
             new Error(`The consumer ${cause} without acknowledging email ${message.id}.`),
           );
-        }, SETTLE_GRACE_MS);
+        }, SETTLE_GRACE_MS).unref();
       };
       const context = new RmqContext([amqpMessage, channel, EMAILS_PATTERN]);
       void (async () => {
