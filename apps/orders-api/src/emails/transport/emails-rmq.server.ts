@@ -17,17 +17,26 @@ export class EmailMessageDeserializer implements ConsumerDeserializer {
   }
 }
 
+/** The parts of an amqplib channel a message is settled with. */
+interface SettlingChannel {
+  ack(...args: unknown[]): void;
+  nack(...args: unknown[]): void;
+  reject(...args: unknown[]): void;
+}
+
 /**
- * Nest's RabbitMQ server for the `emails` queue, with manual acknowledgements (noAck: false, the
- * consumer acks once the delivery is recorded), a prefetch of 8, and a shutdown that stops
- * consuming and lets the running messages finish before the channel closes: a message cut off
- * there would only be redelivered, but a clean stop sends nothing twice and logs no error.
+ * Nest's RabbitMQ server for the `emails` queue, with manual acknowledgements (noAck: false; the
+ * library acks or nacks each message once its record is settled, `acknowledge`), a prefetch of
+ * 8, and a shutdown that stops consuming and waits until every message delivered to it is acked
+ * or nacked (up to `drainTimeoutMs`) before the channel closes: a message cut off there would only
+ * be redelivered, but a clean stop sends nothing twice and logs no error.
  */
 export class EmailsRmqServer extends ServerRMQ {
   private readonly log = new Logger('EmailsConsumer');
   private readonly consumerTag: string;
   private rawChannel: { cancel(tag: string): Promise<unknown> } | undefined;
-  private running = 0;
+  /** Messages delivered to this consumer and not yet acked or nacked. */
+  private unsettled = 0;
   private onIdle: (() => void) | undefined;
 
   constructor(
@@ -45,16 +54,6 @@ export class EmailsRmqServer extends ServerRMQ {
       deserializer: new EmailMessageDeserializer(),
     });
     this.consumerTag = consumerTag;
-    this.setOnProcessingStartHook((_transport, _context, done: () => Promise<unknown>) => {
-      this.running++;
-      return done();
-    });
-    this.setOnProcessingEndHook(() => {
-      this.running--;
-      if (this.running === 0) {
-        this.onIdle?.();
-      }
-    });
   }
 
   override async setupChannel(
@@ -68,14 +67,41 @@ export class EmailsRmqServer extends ServerRMQ {
     });
   }
 
+  /** Hands the message on with a channel that counts it settled on its ack, nack or reject. */
+  override handleMessage(message: Record<string, unknown>, channel: unknown): Promise<void> {
+    if (!message) {
+      return super.handleMessage(message, channel);
+    }
+    this.unsettled++;
+    let settled = false;
+    const settle = () => {
+      if (!settled) {
+        settled = true;
+        this.unsettled--;
+        if (this.unsettled === 0) {
+          this.onIdle?.();
+        }
+      }
+    };
+    const real = channel as SettlingChannel;
+    const tracked = Object.create(real, {
+      ack: { value: (...args: unknown[]) => void this.settling(() => real.ack(...args), settle) },
+      nack: { value: (...args: unknown[]) => void this.settling(() => real.nack(...args), settle) },
+      reject: {
+        value: (...args: unknown[]) => void this.settling(() => real.reject(...args), settle),
+      },
+    }) as SettlingChannel;
+    return super.handleMessage(message, tracked);
+  }
+
   override async close(): Promise<void> {
     try {
       await this.rawChannel?.cancel(this.consumerTag);
     } catch (error) {
       this.log.warn(`Could not stop consuming: ${String(error)}`);
     }
-    if (this.running > 0) {
-      this.log.log(`Waiting for ${this.running} message(s) being delivered`);
+    if (this.unsettled > 0) {
+      this.log.log(`Waiting for ${this.unsettled} message(s) being delivered`);
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
         new Promise<void>((resolve) => (this.onIdle = resolve)),
@@ -86,5 +112,14 @@ export class EmailsRmqServer extends ServerRMQ {
       clearTimeout(timer);
     }
     await super.close();
+  }
+
+  /** Runs `action`, then `after`, even when `action` throws (a closed channel). */
+  private settling(action: () => void, after: () => void): void {
+    try {
+      action();
+    } finally {
+      after();
+    }
   }
 }
