@@ -297,6 +297,8 @@ describe('orders API process with bad configuration', () => {
     ['DATABASE_URL', 'ftp://x'],
     ['IDEMPOTENCY_STORE', 'nope'],
     ['HTTP_PLATFORM', 'koa'],
+    ['AMQP_URL', 'rabbit:5672'],
+    ['SMTP_URL', 'mail.example.com:25'],
   ])(
     'exits with code 1 and one line naming %s=%s, before starting Nest',
     async (variable, value) => {
