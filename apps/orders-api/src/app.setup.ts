@@ -8,6 +8,7 @@ import { frameworkErrors, installFastifyBodyParsing } from './common/fastify-pla
 import { bodyParserErrors, limitBodyDepth, requireJsonBody } from './common/request-guards';
 import { createValidationPipe } from './common/validation';
 import { bodyLimitBytes, type OrdersApiConfig } from './config/orders-api.config';
+import { connectEmailConsumer } from './emails/emails.module';
 
 /**
  * The HTTP adapter `HTTP_PLATFORM` names; create the app with it and `bodyParser: false`. Fastify
@@ -29,7 +30,8 @@ export function createHttpAdapter(config: OrdersApiConfig): ExpressAdapter | Fas
 /**
  * Everything the app needs besides its modules, the same on Express and Fastify: JSON bodies only
  * (415 otherwise), the body size limit (413) and nesting limit, body parser errors as problems,
- * validation, and the OpenAPI document at `/docs-json` with Swagger UI at `/docs`. Create the app
+ * validation, the OpenAPI document at `/docs-json` with Swagger UI at `/docs`, and the mailer's
+ * transport (RabbitMQ or in process; start it with `app.startAllMicroservices()`). Create the app
  * with {@link createHttpAdapter} and `bodyParser: false`.
  */
 export function configureApp(app: INestApplication, config: OrdersApiConfig): void {
@@ -45,6 +47,7 @@ export function configureApp(app: INestApplication, config: OrdersApiConfig): vo
     configureExpress(app as NestExpressApplication, config);
   }
   app.useGlobalPipes(createValidationPipe());
+  connectEmailConsumer(app, config);
   const document = () =>
     SwaggerModule.createDocument(
       app,

@@ -587,8 +587,9 @@ for (const deployment of DEPLOYMENTS) {
           expect(retry.headers['idempotent-replayed']).toBe('true');
           const outbox = await http().get('/emails').expect(200);
           const mine = outbox.body.filter((m: { to: string }) => m.to === to);
+          // One message, whatever the relay and the mailer have done with it by now.
           expect(mine).toEqual([
-            { id: first.body.id, ...body, status: 'queued', createdAt: expect.any(String) },
+            expect.objectContaining({ id: first.body.id, ...body, createdAt: expect.any(String) }),
           ]);
         });
 

@@ -105,6 +105,7 @@ export async function startOrdersApi(env: NodeJS.ProcessEnv): Promise<RunningApp
   });
   configureApp(app, config);
   await app.listen(0, '127.0.0.1');
+  await app.startAllMicroservices();
   const { port } = app.getHttpServer().address() as { port: number };
   return { app, url: `http://127.0.0.1:${port}`, config, close: () => app.close() };
 }

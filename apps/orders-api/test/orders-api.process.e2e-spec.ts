@@ -111,6 +111,7 @@ describe('orders API process on SQLite (no server needed)', () => {
     expect(await sqliteRows(file, 'SELECT name FROM migrations ORDER BY id')).toEqual([
       { name: 'CreateIdempotencyRecordsTable1763800000000' },
       { name: 'CreateOrdersTables1764000000000' },
+      { name: 'OutboxDelivery1765000000000' },
     ]);
     expect(await sqliteRows(file, 'SELECT id FROM orders')).toEqual([{ id: orderId }]);
     const records = await sqliteRows(
@@ -296,6 +297,8 @@ describe('orders API process with bad configuration', () => {
     ['DATABASE_URL', 'ftp://x'],
     ['IDEMPOTENCY_STORE', 'nope'],
     ['HTTP_PLATFORM', 'koa'],
+    ['AMQP_URL', 'rabbit:5672'],
+    ['SMTP_URL', 'mail.example.com:25'],
   ])(
     'exits with code 1 and one line naming %s=%s, before starting Nest',
     async (variable, value) => {
@@ -350,6 +353,7 @@ describeWithPostgresAndRedis('two orders API processes sharing PostgreSQL and Re
     expect(await sql.query('SELECT name FROM migrations ORDER BY id')).toEqual([
       { name: 'CreateIdempotencyRecordsTable1763800000000' },
       { name: 'CreateOrdersTables1764000000000' },
+      { name: 'OutboxDelivery1765000000000' },
     ]);
     for (const app of apps) {
       expect(app.stdout).toContain('idempotency store: redis)');

@@ -6,8 +6,12 @@ import type { Server } from 'node:http';
  * destroys providers (the database, the Redis client) before it closes the HTTP server, which
  * would fail requests still running. Here the server first stops accepting connections, running
  * requests finish (up to `timeoutMs`; their idempotency records complete as usual), and only then
- * does Nest close the stores. Requests still running at the deadline keep their idempotency
- * records in flight until their lease lapses, so a retry is never lost and never runs twice.
+ * does Nest close the app: the outbox relay stops once its publishes under way settle (its
+ * `beforeApplicationShutdown`), the mailer stops consuming and waits for the emails it is sending
+ * to be recorded and acknowledged (its transport's `close()`, up to `timeoutMs` again), and then
+ * the stores, RabbitMQ and SMTP connections close. Requests or sends still running at a deadline
+ * keep their idempotency records in flight until their lease lapses, so a retry (or the
+ * redelivery) is never lost and never runs twice.
  */
 export function enableGracefulShutdown(app: INestApplication, timeoutMs: number): void {
   const logger = new Logger('Shutdown');

@@ -14,6 +14,7 @@ export const ProblemCode = {
   OrderAlreadyPaid: 'ORDER_ALREADY_PAID',
   PaymentInProgress: 'PAYMENT_IN_PROGRESS',
   PaymentNotFound: 'PAYMENT_NOT_FOUND',
+  EmailNotFound: 'EMAIL_NOT_FOUND',
   AmountMismatch: 'AMOUNT_MISMATCH',
   PreconditionFailed: 'PRECONDITION_FAILED',
   ConcurrentChange: 'CONCURRENT_CHANGE',

@@ -14,7 +14,45 @@ describe('orders API configuration', () => {
       paymentLeaseMs: 30_000,
       bodyLimit: '100kb',
       shutdownTimeoutMs: 10_000,
+      amqpUrl: undefined,
+      amqpQueue: 'emails',
+      smtpUrl: undefined,
+      mailFrom: 'Orders API <orders@example.com>',
+      outboxPollIntervalMs: 500,
+      outboxLeaseMs: 30_000,
     });
+  });
+
+  it('reads the emails variables', () => {
+    expect(
+      loadConfig({
+        AMQP_URL: 'amqps://user:secret@rabbit.example.com:5671/orders',
+        AMQP_QUEUE: 'emails.eu',
+        SMTP_URL: 'smtp://127.0.0.1:2525',
+        MAIL_FROM: 'shop@example.com',
+        OUTBOX_POLL_INTERVAL: '2s',
+        OUTBOX_LEASE: '1500',
+      }),
+    ).toMatchObject({
+      amqpUrl: 'amqps://user:secret@rabbit.example.com:5671/orders',
+      amqpQueue: 'emails.eu',
+      smtpUrl: 'smtp://127.0.0.1:2525',
+      mailFrom: 'shop@example.com',
+      outboxPollIntervalMs: 2_000,
+      outboxLeaseMs: 1_500,
+    });
+  });
+
+  it('never shows the password of a bad AMQP_URL or SMTP_URL', () => {
+    expect(() => loadConfig({ AMQP_URL: 'http://guest:hunter2@localhost' })).toThrow(
+      'orders-api: AMQP_URL must be a URL (amqp:// or amqps://) with a host; got "http://guest:***@localhost".',
+    );
+    expect(() => loadConfig({ SMTP_URL: 'imap://me:hunter2@mail.example.com' })).toThrow(
+      /SMTP_URL must be a URL \(smtp:\/\/ or smtps:\/\/\) with a host; got "imap:\/\/me:\*\*\*@mail/,
+    );
+    expect(() => loadConfig({ SMTP_URL: 'smtp//me:hunter2@mail.example.com' })).toThrow(
+      /got "smtp\/\/me:\*\*\*@mail.example.com"/,
+    );
   });
 
   it.each([
@@ -63,6 +101,16 @@ describe('orders API configuration', () => {
     ['PAYMENT_GATEWAY_LATENCY_MS', '-1'],
     ['IDEMPOTENCY_LOCK_TTL', 'soon'],
     ['BODY_LIMIT', 'large'],
+    ['AMQP_URL', 'localhost:5672'],
+    ['AMQP_URL', 'amqp://'],
+    ['SMTP_URL', 'mail.example.com:25'],
+    ['SMTP_URL', 'http://mail.example.com'],
+    ['SMTP_URL', 'smtp//user@mail.example.com'],
+    ['AMQP_QUEUE', 'amq.emails'],
+    ['MAIL_FROM', 'orders'],
+    ['MAIL_FROM', 'Orders <orders>'],
+    ['OUTBOX_POLL_INTERVAL', 'often'],
+    ['OUTBOX_LEASE', '0'],
   ])('refuses %s=%s with a message naming the variable', (variable, value) => {
     const attempt = () => loadConfig({ [variable]: value });
     expect(attempt).toThrow(ConfigError);

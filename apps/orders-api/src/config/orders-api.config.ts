@@ -52,6 +52,28 @@ export interface OrdersApiConfig {
   issuedKeySecretsRandom: boolean;
   /** `IDEMPOTENCY_KEY_TTL` (ms or a duration string), default 1 h: how long an issued key is accepted. */
   issuedKeyTtlMs: number;
+  /**
+   * `AMQP_URL` (`amqp://` or `amqps://`): the RabbitMQ the outbox relay publishes emails to and the
+   * mailer consumes them from. Unset: the relay hands them to the same consumer in process.
+   */
+  amqpUrl?: string;
+  /** `AMQP_QUEUE`, default `emails`: the durable queue of the emails on `AMQP_URL`. */
+  amqpQueue: string;
+  /**
+   * `SMTP_URL` (`smtp://` or `smtps://`, user and password in the URL): where the mailer sends.
+   * Unset: mails are captured in the database, and `GET /emails/:id` shows them.
+   */
+  smtpUrl?: string;
+  /** `MAIL_FROM`, default `Orders API <orders@example.com>`: the sender of every email. */
+  mailFrom: string;
+  /** `OUTBOX_POLL_INTERVAL` (ms or a duration string), default 500 ms: how often the relay looks for queued emails. */
+  outboxPollIntervalMs: number;
+  /**
+   * `OUTBOX_LEASE` (ms or a duration string), default 30 s: how long a relay holds an email it is
+   * publishing. An email left by a relay that died is published again after it; a failed publish
+   * is retried sooner, after a backoff from 1 s doubling up to this lease.
+   */
+  outboxLeaseMs: number;
 }
 
 /** A variable that does not parse; the message names it and what it accepts. */
@@ -84,7 +106,64 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): OrdersApiConfi
     shutdownTimeoutMs: duration(env, 'SHUTDOWN_TIMEOUT', '10s'),
     ...issuedKeySecrets(env.IDEMPOTENCY_KEY_SECRETS),
     issuedKeyTtlMs: duration(env, 'IDEMPOTENCY_KEY_TTL', '1h'),
+    amqpUrl: serviceUrl(env, 'AMQP_URL', ['amqp', 'amqps']),
+    amqpQueue: amqpQueue(env.AMQP_QUEUE),
+    smtpUrl: serviceUrl(env, 'SMTP_URL', ['smtp', 'smtps']),
+    mailFrom: mailFrom(env.MAIL_FROM),
+    outboxPollIntervalMs: duration(env, 'OUTBOX_POLL_INTERVAL', '500ms'),
+    outboxLeaseMs: duration(env, 'OUTBOX_LEASE', '30s'),
   };
+}
+
+/**
+ * An optional URL of one of `schemes` with a host. The message of a bad one never shows its
+ * password.
+ */
+function serviceUrl(
+  env: NodeJS.ProcessEnv,
+  name: string,
+  schemes: readonly string[],
+): string | undefined {
+  const raw = env[name]?.trim();
+  if (!raw) {
+    return undefined;
+  }
+  let url: URL | undefined;
+  try {
+    url = new URL(raw);
+  } catch {
+    url = undefined;
+  }
+  if (!url || !schemes.includes(url.protocol.slice(0, -1).toLowerCase()) || !url.hostname) {
+    throw new ConfigError(
+      name,
+      `a URL (${schemes.map((scheme) => `${scheme}://`).join(' or ')}) with a host`,
+      raw.replace(/([^:/@\s]+):[^@/\s]*@/, '$1:***@'),
+    );
+  }
+  return raw;
+}
+
+/** `AMQP_QUEUE`: RabbitMQ allows up to 255 bytes and reserves names starting with `amq.`. */
+function amqpQueue(value: string | undefined): string {
+  const raw = value?.trim() || 'emails';
+  if (Buffer.byteLength(raw) > 255 || /^amq\./i.test(raw) || /[\u0000-\u001f\u007f]/.test(raw)) {
+    throw new ConfigError(
+      'AMQP_QUEUE',
+      'a queue name of at most 255 bytes, without control characters, not starting with "amq."',
+      raw,
+    );
+  }
+  return raw;
+}
+
+/** `MAIL_FROM`: an address, bare (`orders@example.com`) or with a name (`Shop <orders@example.com>`). */
+function mailFrom(value: string | undefined): string {
+  const raw = value?.trim() || 'Orders API <orders@example.com>';
+  if (!/^(?:[^<>\r\n]*<[^\s<>@]+@[^\s<>@]+>|[^\s<>@]+@[^\s<>@]+)$/.test(raw)) {
+    throw new ConfigError('MAIL_FROM', 'an email address, bare or as "Name <address>"', raw);
+  }
+  return raw;
 }
 
 /** `IDEMPOTENCY_KEY_SECRETS`: `id:secret,id:secret`; base64 secrets hold no `:` or `,`. */

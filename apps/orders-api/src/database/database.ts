@@ -7,6 +7,7 @@ import { OutboxMessage } from '../emails/outbox-message.entity';
 import { Order } from '../orders/order.entity';
 import { Payment } from '../payments/payment.entity';
 import { CreateOrdersTables1764000000000 } from './migrations/1764000000000-create-orders-tables';
+import { OutboxDelivery1765000000000 } from './migrations/1765000000000-outbox-delivery';
 
 /** The app's entities. */
 export const ENTITIES = [Order, Payment, OutboxMessage];
@@ -15,6 +16,7 @@ export const ENTITIES = [Order, Payment, OutboxMessage];
 export const MIGRATIONS = [
   CreateIdempotencyRecordsTable1763800000000,
   CreateOrdersTables1764000000000,
+  OutboxDelivery1765000000000,
 ];
 
 /** DataSource options for the configured database; migrations run at start, never synchronize. */
