@@ -77,7 +77,7 @@ export class HttpContextAdapter implements IdempotencyContextAdapter {
   ) {}
 
   describe(context: ExecutionContext, handler: IdempotentHandler): CallDescription | undefined {
-    const request = context.switchToHttp().getRequest<HttpRequest>();
+    const request = requestOf(context);
     const method = request.method.toUpperCase();
     if (
       request[HANDLED] ||
@@ -139,7 +139,7 @@ export class HttpContextAdapter implements IdempotencyContextAdapter {
   }
 
   capture(context: ExecutionContext, handler: IdempotentHandler, value: unknown): Capture {
-    const response = context.switchToHttp().getResponse<HttpResponse>();
+    const response = responseOf<HttpResponse>(context);
     const status = response.statusCode;
     if (this.facts(handler).respondsItself) {
       return { status, unreplayable: 'it writes the response itself (@Res() without passthrough)' };
@@ -162,9 +162,10 @@ export class HttpContextAdapter implements IdempotencyContextAdapter {
 
   replay(context: ExecutionContext, result: ReplayedResult): Observable<unknown> {
     const adapter = this.adapterHost.httpAdapter;
-    const response = context.switchToHttp().getResponse();
-    for (const [name, value] of Object.entries(result.headers)) {
-      adapter.setHeader(response, name, value as string);
+    const response = responseOf(context);
+    const { headers } = result;
+    for (const name in headers) {
+      adapter.setHeader(response, name, headers[name] as string);
     }
     adapter.setHeader(response, IDEMPOTENT_REPLAYED_HEADER, 'true');
     if (result.error) {
@@ -185,7 +186,7 @@ export class HttpContextAdapter implements IdempotencyContextAdapter {
     const { headerName, mismatchStatus } = handler.options;
     const exception = exceptionOf(rejection, headerName, mismatchStatus);
     const adapter = this.adapterHost.httpAdapter;
-    const response = context.switchToHttp().getResponse();
+    const response = responseOf(context);
     adapter.setHeader(response, 'Content-Type', PROBLEM_CONTENT_TYPE);
     for (const [name, value] of Object.entries(exception.headers)) {
       adapter.setHeader(response, name, value);
@@ -276,6 +277,18 @@ export class HttpContextAdapter implements IdempotencyContextAdapter {
     }
     return facts;
   }
+}
+
+/**
+ * The request and response of an HTTP call: what `switchToHttp().getRequest()` and
+ * `getResponse()` answer, without the closures `switchToHttp()` builds on every call.
+ */
+function requestOf(context: ExecutionContext): HttpRequest {
+  return context.getArgByIndex<HttpRequest>(0);
+}
+
+function responseOf<T = unknown>(context: ExecutionContext): T {
+  return context.getArgByIndex<T>(1);
 }
 
 function defaultFingerprint(request: HttpRequest, method: string, route: string): string {
