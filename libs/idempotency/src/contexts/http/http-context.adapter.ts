@@ -38,7 +38,6 @@ type HttpRequest = {
   route?: { path?: unknown };
   routeOptions?: { url?: string };
   user?: { id?: string | number; sub?: string | number };
-  [HANDLED]?: boolean;
 };
 
 type HttpResponse = {
@@ -55,7 +54,13 @@ interface RouteFacts {
 }
 
 const NEVER_PROTECTED = new Set(['GET', 'HEAD', 'OPTIONS']);
-const HANDLED = Symbol('nestjs-idempotency:handled');
+/**
+ * Requests already described, so that a second pass of the same call (the interceptor registered
+ * globally and with `@UseInterceptors()` too) claims once, not twice. A set rather than a property
+ * on the request: adding a property to Node's request object changes its shape on every request,
+ * which a profile showed costing more than the rest of `describe` on Express.
+ */
+const HANDLED = new WeakSet<object>();
 /** What Nest's exception filter answers for an error that is not an `HttpException`. */
 const INTERNAL_ERROR_BODY = { statusCode: 500, message: 'Internal server error' };
 
@@ -80,14 +85,14 @@ export class HttpContextAdapter implements IdempotencyContextAdapter {
     const request = requestOf(context);
     const method = request.method.toUpperCase();
     if (
-      request[HANDLED] ||
       NEVER_PROTECTED.has(method) ||
+      HANDLED.has(request) ||
       (handler.methods && !handler.methods.has(method))
     ) {
       return undefined;
     }
     // Registered globally and with @UseInterceptors() too, it must claim once, not twice.
-    request[HANDLED] = true;
+    HANDLED.add(request);
     const { options } = handler;
     const matched = request.routeOptions?.url ?? request.route?.path;
     const route = typeof matched === 'string' ? matched : this.facts(handler).template;
