@@ -12,9 +12,9 @@
  * (bench/peer-service), each in a worker process of its own calling its library in process on the
  * same Redis, in ops/s, in rounds of alternating order too.
  *
- * Only a full run (the full preset, every scenario, no override) replaces bench/results/latest.md;
- * BENCH_QUICK=1 (a short run) writes bench/results/quick.md, any other partial run
- * bench/results/partial.md. BENCH_ONLY=<regex>: only the matching scenarios (the bare handler
+ * Only a full run (the full preset, every scenario, no override, no profiler) replaces
+ * bench/results/latest.md; BENCH_QUICK=1 (a short run) writes bench/results/quick.md, any other
+ * partial run bench/results/partial.md. BENCH_ONLY=<regex>: only the matching scenarios (the bare handler
  * is always kept, for the ratios; the programmatic ones are named service-ours and
  * service-powertools). BENCH_PROFILE=<regex>: servers and workers whose name matches run with
  * --cpu-prof (profiles in bench/results/profiles; read them with `npm run bench:profile`).
@@ -202,10 +202,14 @@ const profileArgs = (name: string): string[] | undefined =>
     : undefined;
 const SERVICE_LIBRARIES: ServiceLibrary[] = ['ours', 'powertools'];
 
-/** Whether this run measures everything with the full preset: only such a run is `latest.md`. */
+/**
+ * Whether this run measures everything with the full preset and no profiler (which slows the apps
+ * it watches): only such a run is `latest.md`.
+ */
 const FULL_RUN =
   !QUICK &&
   !ONLY &&
+  !PROFILE &&
   process.env.BENCH_ROUNDS === undefined &&
   process.env.BENCH_DURATION === undefined &&
   process.env.BENCH_SKIP_MEMORY !== '1';
