@@ -47,11 +47,13 @@ describeRedis('RedisIdempotencyStore on standalone Redis', () => {
     });
 
     it.each([
-      [true, 1],
-      [false, 20],
+      // Four commands to a write at most: 5 flushes, each one or two socket writes (a flush
+      // during a write still in progress waits for it and goes out in a write of its own).
+      [true, 5, 10],
+      [false, 20, 20],
     ])(
-      'with coalesceWrites %s, writes 20 claims made in one turn of the event loop in %i socket write(s)',
-      async (coalesceWrites, writes) => {
+      'with coalesceWrites %s, writes 20 claims made in one turn of the event loop in %i to %i socket writes',
+      async (coalesceWrites, fewest, most) => {
         const given = new Redis(REDIS_URL);
         const store = new RedisIdempotencyStore({ client: given, keyPrefix, coalesceWrites });
         try {
@@ -77,7 +79,8 @@ describeRedis('RedisIdempotencyStore on standalone Redis', () => {
             ),
           );
           expect(claims.every((claim) => claim.outcome === 'acquired')).toBe(true);
-          expect(count).toBe(writes);
+          expect(count).toBeGreaterThanOrEqual(fewest);
+          expect(count).toBeLessThanOrEqual(most);
           // A later turn corks again: the next command is not held back.
           await expect(given.ping()).resolves.toBe('PONG');
         } finally {

@@ -46,12 +46,13 @@ export interface RedisIdempotencyStoreOptions {
   replication?: RedisReplicationOptions;
   /**
    * Writes the commands that requests issue during one turn of the event loop to the connection
-   * in one system call: the first command of a turn corks the socket and a `setImmediate` uncorks
-   * it, so they leave together (`writev`) after the turn's I/O callbacks ran, where ioredis would
-   * write each one on its own. Under load that saves most of a `write` per request (on loopback
-   * the sender also pays the receiver's TCP work); a lone request waits for the rest of its turn
-   * only. It applies to every command sent on the client meanwhile, the application's own
-   * included when the client is shared. `false` writes each command at once, as ioredis does.
+   * together, four to a system call: the first command corks the socket, and it is uncorked after
+   * every fourth command and in a `setImmediate` after the turn's I/O callbacks ran, so they leave
+   * in one `writev` where ioredis would write each one on its own. Under load that saves part of a
+   * `write` per request (on loopback the sender also pays the receiver's TCP work); a command waits
+   * for the rest of its turn at most. It applies to every command sent on the client meanwhile, the
+   * application's own included when the client is shared. `false` writes each command at once, as
+   * ioredis does.
    * @default true
    */
   coalesceWrites?: boolean;
@@ -166,6 +167,15 @@ function script(lua: string): Script {
 
 const SCRIPTS = { claim: script(CLAIM), complete: script(COMPLETE) };
 
+/**
+ * Commands corked together at most (see `coalesceWrites`). Without a bound, callers in a closed
+ * loop (a worker with 16 calls in flight) move in lock-step: the whole turn's commands leave at its
+ * end, Redis works while the process waits, then the reverse. Four per write kept that overlap and
+ * most of the saving in `bench/` (in process: 15% more calls per second than no coalescing, where
+ * unbounded had 40% fewer).
+ */
+const MAX_COALESCED = 4;
+
 /** How long between two warnings of `onTimeout: 'ignore'`. */
 const IGNORED_WARNING_INTERVAL_MS = 60_000;
 
@@ -229,6 +239,13 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
   private readonly coalesceWrites: boolean;
   /** The sockets corked in this turn of the event loop, until the `setImmediate` uncorks them. */
   private corked: Socket[] | undefined;
+  /** Commands sent since the sockets were corked. */
+  private corkedCommands = 0;
+  private flushScheduled = false;
+  private readonly flush = (): void => {
+    this.flushScheduled = false;
+    this.uncork();
+  };
   private readonly uncork = (): void => {
     const corked = this.corked;
     this.corked = undefined;
@@ -562,8 +579,15 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
    * queues the commands and writes them when it connects.
    */
   private cork(): void {
-    if (!this.coalesceWrites || this.corked) {
+    if (!this.coalesceWrites) {
       return;
+    }
+    if (this.corked) {
+      if (++this.corkedCommands < MAX_COALESCED) {
+        return;
+      }
+      // Enough for one write: send them, so that Redis works on them while this turn goes on.
+      this.uncork();
     }
     const corked: Socket[] = [];
     for (const node of isCluster(this.client) ? this.client.nodes('master') : [this.client]) {
@@ -575,7 +599,11 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
     }
     if (corked.length > 0) {
       this.corked = corked;
-      setImmediate(this.uncork);
+      this.corkedCommands = 1;
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(this.flush);
+      }
     }
   }
 
