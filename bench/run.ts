@@ -7,11 +7,19 @@
  * autocannon in rounds of alternating order, counts store round trips on the servers, measures
  * memory over 100,000 keys, then prints a markdown table and writes it to bench/results/latest.md.
  *
- * BENCH_QUICK=1: a short run. BENCH_ONLY=<regex>: only the matching scenarios (the bare handler
- * is always kept, for the ratios). BENCH_PROFILE=<regex>: servers whose name matches run with
- * --cpu-prof (profiles in bench/results/profiles). BENCH_SKIP_MEMORY=1: no memory run.
- * BENCH_ROUNDS, BENCH_DURATION (seconds per round): override the preset.
- * REDIS_URL and POSTGRES_URL (or DATABASE_URL) point at the servers.
+ * Then the programmatic API: `IdempotencyService.run()` against the second peer,
+ * `@aws-lambda-powertools/idempotency`'s `makeIdempotent` with its Redis persistence layer
+ * (bench/peer-service), each in a worker process of its own calling its library in process on the
+ * same Redis, in ops/s, in rounds of alternating order too.
+ *
+ * Only a full run (the full preset, every scenario, no override, no profiler) replaces
+ * bench/results/latest.md; BENCH_QUICK=1 (a short run) writes bench/results/quick.md, any other
+ * partial run bench/results/partial.md. BENCH_ONLY=<regex>: only the matching scenarios (the bare handler
+ * is always kept, for the ratios; the programmatic ones are named service-ours and
+ * service-powertools). BENCH_PROFILE=<regex>: servers and workers whose name matches run with
+ * --cpu-prof (profiles in bench/results/profiles; read them with `npm run bench:profile`).
+ * BENCH_SKIP_MEMORY=1: no memory run. BENCH_ROUNDS, BENCH_DURATION (seconds per round): override
+ * the preset. REDIS_URL and POSTGRES_URL (or DATABASE_URL) point at the servers.
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -23,9 +31,17 @@ import { Client } from 'pg';
 import { DataSource } from 'typeorm';
 import { CreateIdempotencyRecordsTable1763800000000 } from 'nestjs-idempotency/typeorm';
 import { CREATE_ORDERS_TABLE } from './common/orders-db';
+import type { WorkerCommand, WorkerResult } from './common/service-worker';
 import { countRedisCommands, PgTransactionCounter, type RedisCount } from './lib/counters';
 import { load, type LoadResult, send, sleep } from './lib/load';
-import { type Measured, renderReport, type MemoryFigures, type Report } from './lib/report';
+import {
+  type Measured,
+  renderReport,
+  type MemoryFigures,
+  type Report,
+  type ServiceMeasured,
+} from './lib/report';
+import { type ServiceLibrary, type ServiceWorker, startServiceWorker } from './lib/service';
 import {
   type Platform,
   type RunningServer,
@@ -109,14 +125,20 @@ function log(message: string): void {
   process.stderr.write(`[${((Date.now() - T0) / 1000).toFixed(0).padStart(4)} s] ${message}\n`);
 }
 
-async function preparePeer(): Promise<void> {
-  if (existsSync(join(ROOT, 'bench/peer/node_modules/@node-idempotency/nestjs'))) {
-    return;
+/** Installs the peers from their lock files (bench/peer, bench/peer-service) when missing. */
+async function preparePeers(): Promise<void> {
+  for (const [folder, marker] of [
+    ['bench/peer', '@node-idempotency/nestjs'],
+    ['bench/peer-service', '@aws-lambda-powertools/idempotency'],
+  ]) {
+    if (existsSync(join(ROOT, folder, 'node_modules', marker))) {
+      continue;
+    }
+    log(`installing a peer (npm ci --prefix ${folder}) ...`);
+    execFileSync('npm', ['ci', '--prefix', join(ROOT, folder), '--no-audit', '--no-fund'], {
+      stdio: 'inherit',
+    });
   }
-  log('installing the peer (npm ci --prefix bench/peer) ...');
-  execFileSync('npm', ['ci', '--prefix', join(ROOT, 'bench/peer'), '--no-audit', '--no-fund'], {
-    stdio: 'inherit',
-  });
 }
 
 /** A fresh database of the benchmark's own, with the handler's table and the library's migration. */
@@ -172,9 +194,28 @@ async function cleanRedis(): Promise<number> {
   return deleted;
 }
 
+const ONLY = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY) : undefined;
+const PROFILE = process.env.BENCH_PROFILE ? new RegExp(process.env.BENCH_PROFILE) : undefined;
+const profileArgs = (name: string): string[] | undefined =>
+  PROFILE?.test(name)
+    ? ['--cpu-prof', `--cpu-prof-dir=${join(ROOT, 'bench/results/profiles')}`]
+    : undefined;
+const SERVICE_LIBRARIES: ServiceLibrary[] = ['ours', 'powertools'];
+
+/**
+ * Whether this run measures everything with the full preset and no profiler (which slows the apps
+ * it watches): only such a run is `latest.md`.
+ */
+const FULL_RUN =
+  !QUICK &&
+  !ONLY &&
+  !PROFILE &&
+  process.env.BENCH_ROUNDS === undefined &&
+  process.env.BENCH_DURATION === undefined &&
+  process.env.BENCH_SKIP_MEMORY !== '1';
+
 function serverSpecs(): ServerSpec[] {
-  const only = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY) : undefined;
-  const profile = process.env.BENCH_PROFILE ? new RegExp(process.env.BENCH_PROFILE) : undefined;
+  const only = ONLY;
   const specs: ServerSpec[] = [];
   let port = FIRST_PORT;
   for (const platform of PLATFORMS) {
@@ -191,9 +232,7 @@ function serverSpecs(): ServerSpec[] {
         port,
         clientName: kind === 'redis' || kind === 'peer' ? `bench-${RUN_ID}-${name}` : undefined,
         env: kind === 'peer' ? { BENCH_REDIS_PREFIX: `${REDIS_PREFIX}peer` } : undefined,
-        nodeArgs: profile?.test(name)
-          ? ['--cpu-prof', `--cpu-prof-dir=${join(ROOT, 'bench/results/profiles')}`]
-          : undefined,
+        nodeArgs: profileArgs(name),
       });
     }
   }
@@ -368,13 +407,112 @@ async function memoryRun(baseEnv: Record<string, string>): Promise<MemoryFigures
   }
 }
 
+/**
+ * The programmatic API: each library's worker calls it in process, `connections` calls in flight,
+ * new keys (execute) or 64 completed keys round robin (replay); then its Redis commands are
+ * counted over `countRequests` more calls, as for the HTTP scenarios.
+ */
+async function serviceRun(baseEnv: Record<string, string>): Promise<ServiceMeasured[]> {
+  const libraries = SERVICE_LIBRARIES.filter((library) => !ONLY || ONLY.test(`service-${library}`));
+  if (libraries.length === 0) {
+    return [];
+  }
+  const workers: ServiceWorker[] = [];
+  try {
+    for (const library of libraries) {
+      const name = `service-${library}`;
+      workers.push(
+        await startServiceWorker(
+          library,
+          { ...baseEnv, BENCH_CLIENT_NAME: `bench-${RUN_ID}-${name}` },
+          profileArgs(name),
+        ),
+      );
+    }
+    const measured: (ServiceMeasured & { worker: ServiceWorker })[] = workers.flatMap((worker) =>
+      (['execute', 'replay'] as const).map((path) => ({
+        id: `service-${worker.library}-${path}`,
+        library: worker.library,
+        path,
+        rounds: [],
+        worker,
+      })),
+    );
+    const command = (
+      m: (typeof measured)[number],
+      extra: Partial<WorkerCommand>,
+    ): WorkerCommand => ({
+      cmd: 'run',
+      path: m.path,
+      concurrency: SETTINGS.connections,
+      keyPrefix: `${RUN_ID}:${m.id}`,
+      replayKeys: REPLAY_KEYS,
+      ...extra,
+    });
+    for (const worker of workers) {
+      await worker.send({
+        cmd: 'run',
+        path: 'execute',
+        durationS: SETTINGS.warmupS,
+        concurrency: SETTINGS.connections,
+        keyPrefix: `${RUN_ID}:service-${worker.library}-warmup`,
+      });
+    }
+    for (let round = 0; round < SETTINGS.rounds; round++) {
+      const order = round % 2 === 0 ? measured : [...measured].reverse();
+      for (const m of order) {
+        const result = await m.worker.send(command(m, { durationS: SETTINGS.durationS }));
+        m.rounds.push(result);
+        log(
+          `round ${round + 1}/${SETTINGS.rounds} ${m.id.padEnd(28)} ${(result.calls / result.seconds).toFixed(0).padStart(6)} ops/s  cpu ${(result.cpuUs / Math.max(1, result.calls)).toFixed(1)} us/op${result.failed ? `  ${result.failed} failed (${result.error})` : ''}`,
+        );
+      }
+    }
+    for (const m of measured) {
+      const n = SETTINGS.countRequests;
+      let sent: WorkerResult | undefined;
+      const count = await countRedisCommands(REDIS_URL, m.worker.clientName, async () => {
+        sent = await m.worker.send(command(m, { cmd: 'count', calls: n, concurrency: 4 }));
+      });
+      const executed = sent?.executed ?? 0;
+      const ok =
+        sent !== undefined &&
+        sent.failed === 0 &&
+        sent.calls === n &&
+        executed === (m.path === 'execute' ? n : 0);
+      m.roundTrips = {
+        perRequest: count.commands / n,
+        detail: `${(count.commands / n).toFixed(2)} (${Object.entries(count.byCommand)
+          .map(([name, calls]) => `${name} ${(calls / n).toFixed(2)}`)
+          .join(', ')})`,
+        check: ok
+          ? `${n}/${n} ${m.path === 'replay' ? 'replayed' : 'ran the work'}`
+          : `unexpected: ${sent?.calls ?? 0} answered, ${executed} ran the work, ${sent?.failed ?? '?'} failed`,
+      };
+      log(`round trips ${m.id.padEnd(28)} ${m.roundTrips.detail} [${m.roundTrips.check}]`);
+    }
+    return measured.map(({ worker: _worker, ...m }) => m);
+  } finally {
+    await Promise.all(workers.map((worker) => worker.stop()));
+  }
+}
+
 async function main(): Promise<void> {
   const startedAt = Date.now();
-  const command = `${QUICK ? 'BENCH_QUICK=1 ' : ''}npm run bench`;
+  const command = `${[
+    'BENCH_QUICK',
+    'BENCH_ONLY',
+    'BENCH_ROUNDS',
+    'BENCH_DURATION',
+    'BENCH_SKIP_MEMORY',
+  ]
+    .filter((name) => process.env[name] !== undefined)
+    .map((name) => `${name}=${process.env[name]} `)
+    .join('')}npm run bench`;
   log(
     `${command}: run ${RUN_ID}, ${SETTINGS.rounds} rounds of ${SETTINGS.durationS} s per scenario`,
   );
-  await preparePeer();
+  await preparePeers();
   await prepareDatabase();
   const baseEnv = {
     BENCH_DATABASE_URL: databaseUrl(BENCH_DB),
@@ -389,6 +527,7 @@ async function main(): Promise<void> {
   });
   let memory: MemoryFigures | undefined;
   let scenarios: Scenario[] = [];
+  let service: ServiceMeasured[] = [];
   try {
     // Two at a time: the machine has two cores and each start compiles the sources.
     const specs = serverSpecs();
@@ -442,6 +581,7 @@ async function main(): Promise<void> {
       );
     }
     await stopAll();
+    service = await serviceRun(baseEnv);
     if (process.env.BENCH_SKIP_MEMORY !== '1') {
       log(`memory run: ${SETTINGS.memoryKeys} keys`);
       memory = await memoryRun(baseEnv);
@@ -468,13 +608,18 @@ async function main(): Promise<void> {
       rounds: s.rounds,
       roundTrips: s.roundTrips,
     })),
+    service,
     memory,
   };
   const markdown = renderReport(report);
   process.stdout.write(`\n${markdown}\n`);
   const results = join(ROOT, 'bench/results');
   mkdirSync(results, { recursive: true });
-  writeFileSync(join(results, 'latest.md'), markdown);
+  const file = FULL_RUN ? 'latest.md' : QUICK ? 'quick.md' : 'partial.md';
+  writeFileSync(join(results, file), markdown);
+  log(
+    `written to bench/results/${file}${FULL_RUN ? '' : ' (not a full run: latest.md is left as it was)'}`,
+  );
   writeFileSync(
     join(results, `${report.date.replace(/[:.]/g, '-')}.json`),
     JSON.stringify(report, null, 2),

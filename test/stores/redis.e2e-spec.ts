@@ -46,6 +46,84 @@ describeRedis('RedisIdempotencyStore on standalone Redis', () => {
       expect(created.client.status).toBe('end');
     });
 
+    it.each([
+      // Four commands to a write at most: 5 flushes, each one or two socket writes (a flush
+      // during a write still in progress waits for it and goes out in a write of its own).
+      [true, 5, 10],
+      [false, 20, 20],
+    ])(
+      'with coalesceWrites %s, writes 20 claims made in one turn of the event loop in %i to %i socket writes',
+      async (coalesceWrites, fewest, most) => {
+        const given = new Redis(REDIS_URL);
+        const store = new RedisIdempotencyStore({ client: given, keyPrefix, coalesceWrites });
+        try {
+          await given.ping();
+          const socket = given.stream as unknown as Record<'_write' | '_writev', () => void>;
+          let count = 0;
+          for (const method of ['_write', '_writev'] as const) {
+            const original = socket[method];
+            socket[method] = function (this: unknown, ...args: unknown[]) {
+              count++;
+              return (original as (...a: unknown[]) => void).apply(this, args);
+            };
+          }
+          const base = randomUUID().replace(/-/g, '');
+          const claims = await Promise.all(
+            Array.from({ length: 20 }, (_, i) =>
+              store.claim({
+                key: `${base}${String(i).padStart(32, '0')}`,
+                fingerprint: 'fp',
+                ownerToken: 'o',
+                leaseMs: 5_000,
+              }),
+            ),
+          );
+          expect(claims.every((claim) => claim.outcome === 'acquired')).toBe(true);
+          expect(count).toBeGreaterThanOrEqual(fewest);
+          expect(count).toBeLessThanOrEqual(most);
+          // A later turn corks again: the next command is not held back.
+          await expect(given.ping()).resolves.toBe('PONG');
+        } finally {
+          await store.close();
+          await given.quit();
+        }
+      },
+    );
+
+    it('keeps the body in a field of its own, unescaped, and still replays records that hold it inside the response', async () => {
+      const store = new RedisIdempotencyStore({ client: REDIS_URL, keyPrefix });
+      try {
+        const body = '{"id":"ord_1","note":"say \\"hi\\""}';
+        const response = { status: 201, headers: { 'content-type': 'application/json' }, body };
+        const key = randomUUID().replace(/-/g, '').padEnd(64, '0');
+        await store.claim({ key, fingerprint: 'fp', ownerToken: 'o', leaseMs: 5_000 });
+        await expect(
+          store.complete({ key, ownerToken: 'o', response, ttlMs: 5_000 }),
+        ).resolves.toBe(true);
+        const hash = await store.client.hgetall(`${keyPrefix}{${key}}`);
+        expect(hash.b).toBe(body);
+        expect(JSON.parse(hash.r)).toEqual({ status: 201, headers: response.headers });
+        await expect(
+          store.claim({ key, fingerprint: 'fp', ownerToken: 'p', leaseMs: 5_000 }),
+        ).resolves.toEqual({ outcome: 'completed', fingerprint: 'fp', response });
+
+        // A record as versions before the body field wrote it: the whole response JSON in `r`.
+        const old = randomUUID().replace(/-/g, '').padEnd(64, '1');
+        const oldResponse = { ...response, status: 409, error: true };
+        await store.client.hset(`${keyPrefix}{${old}}`, {
+          s: 'c',
+          fp: 'fp',
+          r: JSON.stringify(oldResponse),
+        });
+        await store.client.pexpire(`${keyPrefix}{${old}}`, 5_000);
+        await expect(
+          store.claim({ key: old, fingerprint: 'fp', ownerToken: 'p', leaseMs: 5_000 }),
+        ).resolves.toEqual({ outcome: 'completed', fingerprint: 'fp', response: oldResponse });
+      } finally {
+        await store.close();
+      }
+    });
+
     it('keeps records under hash-tagged keys with the lease as their expiry', async () => {
       const store = new RedisIdempotencyStore({ client: REDIS_URL, keyPrefix });
       const key = 'c'.repeat(64);

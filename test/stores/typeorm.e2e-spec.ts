@@ -75,6 +75,77 @@ for (const [name, describeDb, options] of DATABASES) {
       },
     });
 
+    if (name === 'PostgreSQL') {
+      describe('statements on the driver pool', () => {
+        const response = { status: 201, headers: {}, body: '{"id":1}' };
+        const onOneConnection = async (logged: string[] = []) => {
+          const dataSource = new DataSource({
+            ...options,
+            extra: { max: 1 },
+            logger: {
+              logQuery: (query: string) => void logged.push(query),
+              logQueryError: () => undefined,
+              logQuerySlow: () => undefined,
+              logSchemaBuild: () => undefined,
+              logMigration: () => undefined,
+              log: () => undefined,
+            },
+          });
+          await dataSource.initialize();
+          return dataSource;
+        };
+        const prepared = async (dataSource: DataSource) =>
+          (
+            (await dataSource.query(
+              "SELECT name FROM pg_prepared_statements WHERE name LIKE 'nestjs_idempotency_%'",
+            )) as { name: string }[]
+          ).length;
+
+        it.each([
+          [true, 2],
+          [false, 0],
+        ])(
+          'with preparedStatements %s, leaves %i prepared statements on the connection after a claim and a completion, and replays alike',
+          async (preparedStatements, count) => {
+            const dataSource = await onOneConnection();
+            try {
+              const store = new TypeOrmIdempotencyStore({
+                dataSource,
+                purgeIntervalMs: 0,
+                preparedStatements,
+              });
+              const key = randomBytes(32).toString('hex');
+              await store.claim({ key, fingerprint: 'fp', ownerToken: 'o', leaseMs: 5_000 });
+              await store.complete({ key, ownerToken: 'o', response, ttlMs: 5_000 });
+              for (let i = 0; i < 2; i++) {
+                await expect(
+                  store.claim({ key, fingerprint: 'fp', ownerToken: 'p', leaseMs: 5_000 }),
+                ).resolves.toEqual({ outcome: 'completed', fingerprint: 'fp', response });
+              }
+              expect(await prepared(dataSource)).toBe(count);
+            } finally {
+              await dataSource.destroy();
+            }
+          },
+        );
+
+        it("logs its statements through the DataSource's logger, as TypeORM logs its own", async () => {
+          const logged: string[] = [];
+          const dataSource = await onOneConnection(logged);
+          try {
+            const store = new TypeOrmIdempotencyStore({ dataSource, purgeIntervalMs: 0 });
+            const key = randomBytes(32).toString('hex');
+            logged.length = 0;
+            await store.claim({ key, fingerprint: null, ownerToken: 'o', leaseMs: 5_000 });
+            await store.release({ key, ownerToken: 'o' });
+            expect(logged.map((query) => /^\s*(\w+)/.exec(query)?.[1])).toEqual(['WITH', 'DELETE']);
+          } finally {
+            await dataSource.destroy();
+          }
+        });
+      });
+    }
+
     describe('purging', () => {
       const expire = async (store: TypeOrmIdempotencyStore, count: number) => {
         const keys = Array.from({ length: count }, () => randomBytes(32).toString('hex'));

@@ -71,4 +71,22 @@ describe('body codec', () => {
     const shared = { a: 1 };
     expect(roundTrip({ x: shared, y: shared })).toEqual({ x: { a: 1 }, y: { a: 1 } });
   });
+
+  it('decodes tagged values nested anywhere, and leaves the text "$idem" in strings alone', () => {
+    const value = {
+      text: 'a "$idem" inside a string',
+      deep: [{ at: new Date(5) }, [Buffer.from('x')], { $idem: 'kept' }],
+    };
+    expect(roundTrip(value)).toEqual(value);
+    expect(roundTrip({ text: '"$idem"' })).toEqual({ text: '"$idem"' });
+  });
+
+  it('keeps a "__proto__" key of the body as a field, not as the prototype', () => {
+    const back = decodeBody(
+      '{"__proto__":{"polluted":true},"at":{"$idem":"Date","v":"1970-01-01T00:00:00.000Z"}}',
+    ) as Record<string, unknown>;
+    expect(Object.getPrototypeOf(back)).toBe(Object.prototype);
+    expect(Object.hasOwn(back, '__proto__')).toBe(true);
+    expect((back as { polluted?: unknown }).polluted).toBeUndefined();
+  });
 });

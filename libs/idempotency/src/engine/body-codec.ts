@@ -15,9 +15,16 @@ export function encodeBody(value: unknown): string {
     : JSON.stringify(encode(value, new Set()));
 }
 
-/** Decodes what {@link encodeBody} produced. */
+/** The tag as it appears in encoded text: a body without it decodes as plain JSON. */
+const TAG_TEXT = `"${TAG}"`;
+
+/**
+ * Decodes what {@link encodeBody} produced. The parsed JSON is fresh, so tagged values are replaced
+ * in place; a body without any tag (most are) is returned as `JSON.parse` gives it, unwalked.
+ */
 export function decodeBody(text: string): unknown {
-  return decode(JSON.parse(text) as Encoded);
+  const parsed = JSON.parse(text) as Encoded;
+  return text.includes(TAG_TEXT) ? decode(parsed) : parsed;
 }
 
 function encode(value: unknown, seen: Set<object>): Encoded {
@@ -73,10 +80,16 @@ function isSkipped(value: unknown): boolean {
 }
 
 function decode(value: Encoded): unknown {
-  if (Array.isArray(value)) {
-    return value.map(decode);
-  }
   if (value === null || typeof value !== 'object') {
+    return value;
+  }
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const item = value[i];
+      if (item !== null && typeof item === 'object') {
+        value[i] = decode(item) as Encoded;
+      }
+    }
     return value;
   }
   switch (value[TAG]) {
@@ -93,10 +106,13 @@ function decode(value: Encoded): unknown {
   }
 }
 
+/** Decodes the values of a parsed object in place. */
 function decodeObject(value: { [key: string]: Encoded }): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [key, item] of Object.entries(value)) {
-    out[key] = decode(item);
+  for (const key in value) {
+    const item = value[key];
+    if (item !== null && typeof item === 'object') {
+      value[key] = decode(item) as Encoded;
+    }
   }
-  return out;
+  return value;
 }

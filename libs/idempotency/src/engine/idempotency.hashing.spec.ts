@@ -25,6 +25,12 @@ describe('storageKey', () => {
 describe('requestFingerprint', () => {
   const base = { method: 'POST', route: '/orders', body: { a: 1, b: [1, 2] }, query: {} };
 
+  it('keeps the digest of earlier versions for an empty query, plain or without a prototype', () => {
+    const digest = 'd273923067959e468a8bbeae967bf7212e4d1350ce3ed3ffa71d4acc337f60d5';
+    expect(requestFingerprint(base)).toBe(digest);
+    expect(requestFingerprint({ ...base, query: Object.create(null) as object })).toBe(digest);
+  });
+
   it('ignores the order of object keys', () => {
     expect(requestFingerprint(base)).toBe(
       requestFingerprint({ ...base, body: { b: [1, 2], a: 1 } }),

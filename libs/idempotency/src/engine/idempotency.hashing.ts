@@ -84,6 +84,14 @@ function hasEntries(value: unknown): boolean {
   return false;
 }
 
+function isEmptyPlainObject(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null || hasEntries(value)) {
+    return false;
+  }
+  const prototype = Object.getPrototypeOf(value) as unknown;
+  return prototype === Object.prototype || prototype === null;
+}
+
 function canonical(value: unknown): string {
   if (value === undefined || value === null) {
     return '';
@@ -93,6 +101,10 @@ function canonical(value: unknown): string {
   }
   if (typeof value === 'string') {
     return `s:${value}`;
+  }
+  // An empty plain object (the query of most POSTs) serializes as `{}` whatever the serializer.
+  if (isEmptyPlainObject(value)) {
+    return 'j:{}';
   }
   return `j:${stringify(value) ?? ''}`;
 }

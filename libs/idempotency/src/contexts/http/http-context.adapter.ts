@@ -37,7 +37,6 @@ type HttpRequest = {
   route?: { path?: unknown };
   routeOptions?: { url?: string };
   user?: { id?: string | number; sub?: string | number };
-  [HANDLED]?: boolean;
 };
 
 type HttpResponse = {
@@ -54,7 +53,13 @@ interface RouteFacts {
 }
 
 const NEVER_PROTECTED = new Set(['GET', 'HEAD', 'OPTIONS']);
-const HANDLED = Symbol('nestjs-idempotency:handled');
+/**
+ * Requests already described, so that a second pass of the same call (the interceptor registered
+ * globally and with `@UseInterceptors()` too) claims once, not twice. A set rather than a property
+ * on the request: adding a property to Node's request object changes its shape on every request,
+ * which a profile showed costing more than the rest of `describe` on Express.
+ */
+const HANDLED = new WeakSet<object>();
 /** What Nest's exception filter answers for an error that is not an `HttpException`. */
 const INTERNAL_ERROR_BODY = { statusCode: 500, message: 'Internal server error' };
 
@@ -76,17 +81,17 @@ export class HttpContextAdapter implements IdempotencyContextAdapter {
   ) {}
 
   describe(context: ExecutionContext, handler: IdempotentHandler): CallDescription | undefined {
-    const request = context.switchToHttp().getRequest<HttpRequest>();
+    const request = requestOf(context);
     const method = request.method.toUpperCase();
     if (
-      request[HANDLED] ||
       NEVER_PROTECTED.has(method) ||
+      HANDLED.has(request) ||
       (handler.methods && !handler.methods.has(method))
     ) {
       return undefined;
     }
     // Registered globally and with @UseInterceptors() too, it must claim once, not twice.
-    request[HANDLED] = true;
+    HANDLED.add(request);
     const { options } = handler;
     const matched = request.routeOptions?.url ?? request.route?.path;
     const route = typeof matched === 'string' ? matched : this.facts(handler).template;
@@ -138,7 +143,7 @@ export class HttpContextAdapter implements IdempotencyContextAdapter {
   }
 
   capture(context: ExecutionContext, handler: IdempotentHandler, value: unknown): Capture {
-    const response = context.switchToHttp().getResponse<HttpResponse>();
+    const response = responseOf<HttpResponse>(context);
     const status = response.statusCode;
     if (this.facts(handler).respondsItself) {
       return { status, unreplayable: 'it writes the response itself (@Res() without passthrough)' };
@@ -161,9 +166,10 @@ export class HttpContextAdapter implements IdempotencyContextAdapter {
 
   replay(context: ExecutionContext, result: ReplayedResult): Observable<unknown> {
     const adapter = this.adapterHost.httpAdapter;
-    const response = context.switchToHttp().getResponse();
-    for (const [name, value] of Object.entries(result.headers)) {
-      adapter.setHeader(response, name, value as string);
+    const response = responseOf(context);
+    const { headers } = result;
+    for (const name in headers) {
+      adapter.setHeader(response, name, headers[name] as string);
     }
     adapter.setHeader(response, IDEMPOTENT_REPLAYED_HEADER, 'true');
     if (result.error) {
@@ -184,7 +190,7 @@ export class HttpContextAdapter implements IdempotencyContextAdapter {
     const { headerName, mismatchStatus } = handler.options;
     const exception = exceptionOf(rejection, headerName, mismatchStatus);
     const adapter = this.adapterHost.httpAdapter;
-    const response = context.switchToHttp().getResponse();
+    const response = responseOf(context);
     adapter.setHeader(response, 'Content-Type', PROBLEM_CONTENT_TYPE);
     for (const [name, value] of Object.entries(exception.headers)) {
       adapter.setHeader(response, name, value);
@@ -257,6 +263,18 @@ export class HttpContextAdapter implements IdempotencyContextAdapter {
     }
     return facts;
   }
+}
+
+/**
+ * The request and response of an HTTP call: what `switchToHttp().getRequest()` and
+ * `getResponse()` answer, without the closures `switchToHttp()` builds on every call.
+ */
+function requestOf(context: ExecutionContext): HttpRequest {
+  return context.getArgByIndex<HttpRequest>(0);
+}
+
+function responseOf<T = unknown>(context: ExecutionContext): T {
+  return context.getArgByIndex<T>(1);
 }
 
 function defaultFingerprint(request: HttpRequest, method: string, route: string): string {

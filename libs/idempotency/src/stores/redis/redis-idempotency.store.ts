@@ -1,5 +1,6 @@
 import { Logger, type OnModuleDestroy } from '@nestjs/common';
 import { createHash } from 'node:crypto';
+import type { Socket } from 'node:net';
 import { Cluster, Redis, type ClusterNode, type ClusterOptions, type RedisOptions } from 'ioredis';
 import {
   type ClaimOptions,
@@ -43,6 +44,18 @@ export interface RedisIdempotencyStoreOptions {
    * @example new RedisIdempotencyStore({ client, replication: { replicas: 1, timeoutMs: 100 } })
    */
   replication?: RedisReplicationOptions;
+  /**
+   * Writes the commands that requests issue during one turn of the event loop to the connection
+   * together, four to a system call: the first command corks the socket, and it is uncorked after
+   * every fourth command and in a `setImmediate` after the turn's I/O callbacks ran, so they leave
+   * in one `writev` where ioredis would write each one on its own. Under load that saves part of a
+   * `write` per request (on loopback the sender also pays the receiver's TCP work); a command waits
+   * for the rest of its turn at most. It applies to every command sent on the client meanwhile, the
+   * application's own included when the client is shared. `false` writes each command at once, as
+   * ioredis does.
+   * @default true
+   */
+  coalesceWrites?: boolean;
 }
 
 /** Options of {@link RedisIdempotencyStoreOptions.replication}. */
@@ -100,17 +113,20 @@ export class RedisReplicationError extends Error {
 }
 
 // One script per operation, each touching one key: atomic on standalone Redis and on a Cluster.
-// A record is a hash { s: 'f' (in flight) | 'c' (completed), fp, o (owner), r (response) } whose
-// key expires (PEXPIRE) with the lease while in flight, and with the retention once completed.
+// A record is a hash { s: 'f' (in flight) | 'c' (completed), fp, o (owner), r (response), b (body) }
+// whose key expires (PEXPIRE) with the lease while in flight, and with the retention once completed.
+// `r` is the JSON of the status, headers and error flag, and `b` the stored body as it is, so that
+// the body (JSON already) is neither escaped again nor parsed twice. Records written before `b`
+// existed hold the whole response, body included, in `r`, and are read as such.
 const CLAIM = `
-local rec = redis.call('HMGET', KEYS[1], 's', 'fp', 'r')
+local rec = redis.call('HMGET', KEYS[1], 's', 'fp', 'r', 'b')
 if not rec[1] then
   redis.call('HSET', KEYS[1], 's', 'f', 'fp', ARGV[1], 'o', ARGV[2])
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return {'a'}
 end
 if rec[1] == 'c' then
-  return {'c', rec[2], rec[3]}
+  return {'c', rec[2], rec[3], rec[4]}
 end
 return {'f', rec[2], redis.call('PTTL', KEYS[1])}
 `;
@@ -123,7 +139,7 @@ end
 `;
 
 const COMPLETE = `${OWNED}
-redis.call('HSET', KEYS[1], 's', 'c', 'r', ARGV[2])
+redis.call('HSET', KEYS[1], 's', 'c', 'r', ARGV[2], 'b', ARGV[4])
 redis.call('HDEL', KEYS[1], 'o')
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
@@ -151,6 +167,15 @@ function script(lua: string): Script {
 
 const SCRIPTS = { claim: script(CLAIM), complete: script(COMPLETE) };
 
+/**
+ * Commands corked together at most (see `coalesceWrites`). Without a bound, callers in a closed
+ * loop (a worker with 16 calls in flight) move in lock-step: the whole turn's commands leave at its
+ * end, Redis works while the process waits, then the reverse. Four per write kept that overlap and
+ * most of the saving in `bench/` (in process: 15% more calls per second than no coalescing, where
+ * unbounded had 40% fewer).
+ */
+const MAX_COALESCED = 4;
+
 /** How long between two warnings of `onTimeout: 'ignore'`. */
 const IGNORED_WARNING_INTERVAL_MS = 60_000;
 
@@ -160,13 +185,25 @@ interface IdempotencyCommands {
     fingerprint: string,
     owner: string,
     leaseMs: number,
-  ): Promise<[string, string?, (string | number)?]>;
-  idempotencyComplete(key: string, owner: string, response: string, ttlMs: number): Promise<number>;
+  ): Promise<ClaimReply>;
+  idempotencyComplete(
+    key: string,
+    owner: string,
+    response: string,
+    ttlMs: number,
+    body: string,
+  ): Promise<number>;
   idempotencyRelease(key: string, owner: string): Promise<number>;
   idempotencyRenew(key: string, owner: string, leaseMs: number): Promise<number>;
 }
 
 type ScriptedClient = (Redis | Cluster) & IdempotencyCommands;
+
+/**
+ * The claim script's reply: `['a']`; `['c', fingerprint, response, body]` (`body` null for a record
+ * written before the body had a field of its own); `['f', fingerprint, remaining lease]`.
+ */
+type ClaimReply = [string, string?, (string | number)?, (string | null)?];
 
 /**
  * A store in Redis, standalone or Cluster, through ioredis. Each operation is one Lua script
@@ -198,6 +235,24 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
   private readonly replication: Required<RedisReplicationOptions> | undefined;
   private lastIgnoredWarningAt = -Infinity;
   private ignoredSinceWarning = 0;
+  /** `coalesceWrites`. */
+  private readonly coalesceWrites: boolean;
+  /** The sockets corked in this turn of the event loop, until the `setImmediate` uncorks them. */
+  private corked: Socket[] | undefined;
+  /** Commands sent since the sockets were corked. */
+  private corkedCommands = 0;
+  private flushScheduled = false;
+  private readonly flush = (): void => {
+    this.flushScheduled = false;
+    this.uncork();
+  };
+  private readonly uncork = (): void => {
+    const corked = this.corked;
+    this.corked = undefined;
+    for (const socket of corked ?? []) {
+      socket.uncork();
+    }
+  };
 
   /**
    * @param url A `redis://` or `rediss://` URL, e.g. `redis://user:password@host:6379/2`, passed to
@@ -241,6 +296,7 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
       this.watchConnection();
     }
     this.keyPrefix = keyPrefix;
+    this.coalesceWrites = options.coalesceWrites ?? true;
     this.scripted = this.client as ScriptedClient;
     if (typeof this.scripted.idempotencyClaim !== 'function') {
       this.client.defineCommand('idempotencyClaim', { numberOfKeys: 1, lua: CLAIM });
@@ -253,7 +309,7 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
   async claim({ key, fingerprint, ownerToken, leaseMs }: ClaimOptions): Promise<ClaimResult> {
     const redisKey = this.redisKey(key);
     const args = [fingerprint ?? '', ownerToken, Math.ceil(leaseMs)];
-    let reply: [string, string?, (string | number)?];
+    let reply: ClaimReply;
     if (this.replication) {
       // A replay or an in-flight answer wrote nothing, so only an acquired claim waits: in a
       // second round trip, since which of them it is only shows in the script's reply.
@@ -263,9 +319,10 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
         await this.waitForClaim(redisKey, ownerToken, run.connection, run.node);
       }
     } else {
+      this.cork();
       reply = await this.scripted.idempotencyClaim(redisKey, ...(args as [string, string, number]));
     }
-    const [outcome, fp, detail] = reply;
+    const [outcome, fp, detail, body] = reply;
     const storedFingerprint = fp ? fp : null;
     switch (outcome) {
       case 'a':
@@ -274,7 +331,7 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
         return {
           outcome: 'completed',
           fingerprint: storedFingerprint,
-          response: JSON.parse(String(detail)) as StoredResponse,
+          response: storedResponse(String(detail), body),
         };
       default:
         return {
@@ -286,8 +343,10 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
   }
 
   async complete({ key, ownerToken, response, ttlMs }: CompleteOptions): Promise<boolean> {
-    const args = [ownerToken, JSON.stringify(response), Math.ceil(ttlMs)] as const;
+    const { body, ...rest } = response;
+    const args = [ownerToken, JSON.stringify(rest), Math.ceil(ttlMs), body] as const;
     if (!this.replication) {
+      this.cork();
       return (await this.scripted.idempotencyComplete(this.redisKey(key), ...args)) === 1;
     }
     // The script and its WAIT in one round trip, on one connection.
@@ -308,6 +367,7 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
    * flight (409) until its lease lapses.
    */
   async release({ key, ownerToken }: ReleaseOptions): Promise<boolean> {
+    this.cork();
     return (await this.scripted.idempotencyRelease(this.redisKey(key), ownerToken)) === 1;
   }
 
@@ -316,6 +376,7 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
    * previous expiry, still at least two thirds of the lease away, and the next one renews again.
    */
   async renew({ key, ownerToken, leaseMs }: RenewOptions): Promise<boolean> {
+    this.cork();
     return (
       (await this.scripted.idempotencyRenew(this.redisKey(key), ownerToken, Math.ceil(leaseMs))) ===
       1
@@ -446,6 +507,7 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
       if (wait) {
         pipeline.wait(replicas, timeoutMs).client('ID');
       }
+      this.cork();
       const replies = (await pipeline.exec()) ?? [];
       const at = asked ? 2 : 1;
       const [scriptError, reply] = replies[at] ?? [new Error('no reply to the script')];
@@ -511,9 +573,55 @@ export class RedisIdempotencyStore extends IdempotencyStore implements OnModuleD
     });
   }
 
+  /**
+   * Corks the client's sockets (a Cluster's masters) for the rest of this turn of the event loop,
+   * once per turn (see `coalesceWrites`). A socket that is not connected yet is left alone: ioredis
+   * queues the commands and writes them when it connects.
+   */
+  private cork(): void {
+    if (!this.coalesceWrites) {
+      return;
+    }
+    if (this.corked) {
+      if (++this.corkedCommands < MAX_COALESCED) {
+        return;
+      }
+      // Enough for one write: send them, so that Redis works on them while this turn goes on.
+      this.uncork();
+    }
+    const corked: Socket[] = [];
+    for (const node of isCluster(this.client) ? this.client.nodes('master') : [this.client]) {
+      const socket = node.stream as Socket | undefined;
+      if (node.status === 'ready' && socket && !socket.writableCorked) {
+        socket.cork();
+        corked.push(socket);
+      }
+    }
+    if (corked.length > 0) {
+      this.corked = corked;
+      this.corkedCommands = 1;
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(this.flush);
+      }
+    }
+  }
+
   private redisKey(key: string): string {
     return `${this.keyPrefix}{${key}}`;
   }
+}
+
+/**
+ * A completed record's response: `r` without the body and `b` the body, or, for a record written
+ * before `b` existed, `r` alone with the body inside.
+ */
+function storedResponse(r: string, body: string | null | undefined): StoredResponse {
+  const response = JSON.parse(r) as StoredResponse;
+  if (typeof body === 'string') {
+    response.body = body;
+  }
+  return response;
 }
 
 /** What a WAIT answered: replicas that acknowledged, `null` when unknown. */

@@ -41,6 +41,11 @@ export interface IdempotencyDialect {
   completeAndCommit?(completion: string): string;
   /** Converts a boolean to what the driver stores. */
   bool(value: boolean): boolean | number;
+  /**
+   * Whether the driver's pool (`driver.master`, node-postgres's `Pool`) runs the statements outside
+   * a transaction, rather than a TypeORM query runner per statement.
+   */
+  readonly directPool?: boolean;
 }
 
 const TAKEOVER_COLUMNS =
@@ -80,6 +85,7 @@ const postgres: IdempotencyDialect = {
   now: '(extract(epoch from clock_timestamp()) * 1000)::bigint',
   claimReturnsRecord: true,
   claimReturnsAcquired: true,
+  directPool: true,
   isolation: true,
   defaultIsolationQuery: 'SHOW default_transaction_isolation',
   singleConnection: false,

@@ -1,4 +1,5 @@
 import { Logger, type OnModuleDestroy } from '@nestjs/common';
+import { createHash } from 'node:crypto';
 import type { DataSource, EntityManager, QueryRunner } from 'typeorm';
 import {
   type ClaimOptions,
@@ -39,6 +40,14 @@ export interface TypeOrmIdempotencyStoreOptions {
    * @default 1000
    */
   purgeBatchSize?: number;
+  /**
+   * PostgreSQL: send the store's statements as named prepared statements, which each connection
+   * parses and plans once instead of on every request. Turn it off behind a pooler that does not
+   * keep prepared statements (PgBouncer in transaction mode before 1.21, or without
+   * `max_prepared_statements`).
+   * @default true
+   */
+  preparedStatements?: boolean;
   /**
    * For apps on `@nestjs-cls/transactional` with its TypeORM adapter: the `TransactionHost` of
    * that adapter (same DataSource). Transactional runs then open their transaction through it,
@@ -101,6 +110,15 @@ interface Renewal {
   expiresAt: number;
 }
 
+/** What the store uses of node-postgres's `Pool`, TypeORM's PostgreSQL driver's `master`. */
+interface PgPool {
+  query(config: { text: string; values: unknown[]; name?: string }): Promise<{
+    rows: unknown[];
+    rowCount: number | null;
+  }>;
+  connect(): unknown;
+}
+
 /** Deadlock and serialization failures, which a retry of the same statement resolves. */
 const RETRYABLE = new Set(['ER_LOCK_DEADLOCK', '40P01', '40001', 'SQLITE_BUSY']);
 const MAX_ATTEMPTS = 5;
@@ -156,6 +174,15 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
   /** SQLite: how many transactional runs rolled back, for a renewal under way across one. */
   private rollbacks = 0;
   private purging?: Promise<number>;
+  /**
+   * PostgreSQL: the driver's pool, on which the statements outside a transaction run directly (a
+   * TypeORM query runner per statement costs more client CPU than the statement); `null` for the
+   * other drivers. Read once the DataSource is initialized.
+   */
+  private pool?: PgPool | null;
+  private readonly preparedStatements: boolean;
+  /** The prepared statement name of each statement text. */
+  private readonly statementNames = new Map<string, string>();
 
   constructor(options: TypeOrmIdempotencyStoreOptions) {
     super();
@@ -194,6 +221,7 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
     };
     this.takeover = d.takeover?.(table);
     this.purgeBatchSize = options.purgeBatchSize ?? 1_000;
+    this.preparedStatements = options.preparedStatements ?? true;
     const interval = options.purgeIntervalMs ?? 60_000;
     if (interval > 0) {
       this.purgeTimer = setInterval(() => {
@@ -503,8 +531,7 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
       lease: Math.ceil(leaseMs),
     });
     if (!this.transactionsTakeTurns) {
-      const result = await this.withRetry((runner) => runner.query(sql, params, true), false);
-      return Number((result as { affected?: number }).affected ?? 0) > 0;
+      return (await this.affected(sql, params, false)) > 0;
     }
     // Not in turn on SQLite: a renewal must not wait for a transactional run to end (its own lease
     // would lapse meanwhile), so it joins that run's transaction. Committed, it extends the lease;
@@ -629,13 +656,63 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
     return [statement.text, statement.names.map((name) => values[name])];
   }
 
-  private async affected(sql: string, params: unknown[]): Promise<number> {
-    const result = await this.withRetry((runner) => runner.query(sql, params, true));
+  private async affected(sql: string, params: unknown[], inTurn = true): Promise<number> {
+    const pool = this.pgPool();
+    if (pool) {
+      return (await this.pgQuery(pool, sql, params)).rowCount ?? 0;
+    }
+    const result = await this.withRetry((runner) => runner.query(sql, params, true), inTurn);
     return Number((result as { affected?: number }).affected ?? 0);
   }
 
   private async run<T>(sql: string, params: unknown[]): Promise<T> {
+    const pool = this.pgPool();
+    if (pool) {
+      return (await this.pgQuery(pool, sql, params)).rows as T;
+    }
     return this.withRetry((runner) => runner.query(sql, params)) as Promise<T>;
+  }
+
+  /** The PostgreSQL driver's pool, once the DataSource is initialized; `undefined` elsewhere. */
+  private pgPool(): PgPool | undefined {
+    if (this.pool === undefined && this.dataSource.isInitialized) {
+      const master = (this.dataSource.driver as { master?: Partial<PgPool> }).master;
+      this.pool =
+        this.dialect.directPool &&
+        typeof master?.query === 'function' &&
+        typeof master.connect === 'function'
+          ? (master as PgPool)
+          : null;
+    }
+    return this.pool ?? undefined;
+  }
+
+  /**
+   * One statement on the pool, logged through the DataSource's logger as TypeORM logs its own,
+   * retried on a deadlock or serialization failure.
+   */
+  private async pgQuery(pool: PgPool, text: string, values: unknown[]) {
+    let name: string | undefined;
+    if (this.preparedStatements) {
+      name = this.statementNames.get(text);
+      if (name === undefined) {
+        name = `nestjs_idempotency_${createHash('sha256').update(text).digest('hex').slice(0, 16)}`;
+        this.statementNames.set(text, name);
+      }
+    }
+    const logger = this.dataSource.logger;
+    for (let attempt = 1; ; attempt++) {
+      logger.logQuery(text, values);
+      try {
+        return await pool.query({ name, text, values });
+      } catch (error) {
+        logger.logQueryError(error as Error, text, values);
+        const code = (error as { code?: unknown }).code;
+        if (attempt >= MAX_ATTEMPTS || typeof code !== 'string' || !RETRYABLE.has(code)) {
+          throw error;
+        }
+      }
+    }
   }
 
   private async withRetry<T>(work: (runner: QueryRunner) => Promise<T>, inTurn = true): Promise<T> {
