@@ -1,7 +1,7 @@
 import { type ExecutionContext, HttpException, Injectable } from '@nestjs/common';
 import { type Observable, of, throwError } from 'rxjs';
 import type { Capture, CapturedError, ReplayedResult } from '../../engine/idempotency.engine';
-import { fieldFingerprint, storageKeyOf } from '../../engine/idempotency.hashing';
+import { fieldFingerprint } from '../../engine/idempotency.hashing';
 import {
   IdempotencyErrorCode,
   type IdempotencyRejection,
@@ -17,6 +17,7 @@ import type { ResolvedIdempotencyOptions } from '../../engine/resolved-options';
 import { IDEMPOTENT_REPLAYED_HEADER } from '../../idempotency.constants';
 import { exceptionOf } from '../../idempotency.errors';
 import { IdempotencyKeyIssuer } from '../../idempotency-key-issuer';
+import { describeCall } from '../call-description';
 import type { CallDescription, IdempotencyContextAdapter } from '../context-adapter';
 import type { IdempotentHandler } from '../idempotent-handlers';
 import {
@@ -113,52 +114,23 @@ export class GraphqlContextAdapter implements IdempotencyContextAdapter {
     this.described.add(call);
     const { options } = handler;
     const target = `${info.parentType.name}.${info.fieldName}`;
-    let fingerprint: string | null;
-    let found: FoundKey;
-    try {
-      found =
-        options.key === 'fingerprint'
-          ? { key: undefined, fromHeader: false }
-          : this.readKey(context, gql, args, options);
-      fingerprint =
-        options.fingerprint === false
-          ? null
-          : options.fingerprint
-            ? options.fingerprint(context)
-            : fieldFingerprint(target, without(args, found.path));
-      if (options.key === 'fingerprint') {
-        found.key = fingerprint ?? fieldFingerprint(target, args);
-      }
-    } catch (error) {
-      if (error instanceof InvalidKeyError) {
-        return {
-          target,
-          rejection: { code: IdempotencyErrorCode.KeyInvalid, detail: error.message },
-        };
-      }
-      // Arguments nested deeper than a recursive walk can follow (a JSON scalar): refused, never a
-      // crash of the operation.
-      if (error instanceof RangeError) {
-        return { target, rejection: { code: IdempotencyErrorCode.FingerprintFailed } };
-      }
-      throw error;
-    }
-    if (found.key === undefined) {
-      return options.required
-        ? { target, rejection: { code: IdempotencyErrorCode.KeyMissing } }
-        : undefined;
-    }
-    if (options.issued !== undefined) {
-      const verification = this.issuer.verify(found.key, options.issued);
-      if (!verification.valid) {
-        return { target, rejection: verification.rejection };
-      }
-    }
-    return {
-      key: storageKeyOf(this.scopeParts(context, gql, info, options, target, found), found.key),
-      fingerprint,
-      target,
-    };
+    // With `key: 'fingerprint'` no key is read: the fingerprint covers every argument.
+    let found: FoundKey = { key: undefined, fromHeader: false };
+    return describeCall(
+      context,
+      options,
+      this.issuer,
+      {
+        target,
+        readKey: () => {
+          found = this.readKey(context, gql, args, options);
+          return found.key;
+        },
+        fingerprint: () => fieldFingerprint(target, without(args, found.path)),
+        scopeParts: () => this.scopeParts(context, gql, info, options, target, found),
+      },
+      undefined,
+    );
   }
 
   capture(_context: ExecutionContext, _handler: IdempotentHandler, value: unknown): Capture {

@@ -8,21 +8,14 @@ import { RouteParamtypes } from '@nestjs/common/enums/route-paramtypes.enum';
 import { HttpAdapterHost } from '@nestjs/core';
 import { type Observable, of, throwError } from 'rxjs';
 import type { Capture, CapturedError, ReplayedResult } from '../../engine/idempotency.engine';
-import { requestFingerprint, storageKeyOf } from '../../engine/idempotency.hashing';
-import {
-  IdempotencyErrorCode,
-  type IdempotencyRejection,
-} from '../../engine/idempotency-rejection';
-import {
-  headerKey,
-  InvalidKeyError,
-  keyAtPath,
-  validateIdempotencyKey,
-} from '../../engine/idempotency-key';
+import { requestFingerprint } from '../../engine/idempotency.hashing';
+import type { IdempotencyRejection } from '../../engine/idempotency-rejection';
+import { headerKey, keyAtPath, validateIdempotencyKey } from '../../engine/idempotency-key';
 import type { ResolvedIdempotencyOptions } from '../../engine/resolved-options';
 import { IDEMPOTENT_REPLAYED_HEADER, PROBLEM_CONTENT_TYPE } from '../../idempotency.constants';
 import { IdempotencyKeyIssuer } from '../../idempotency-key-issuer';
 import { exceptionOf } from '../../idempotency.errors';
+import { describeCall } from '../call-description';
 import type { CallDescription, IdempotencyContextAdapter } from '../context-adapter';
 import type { IdempotentHandler } from '../idempotent-handlers';
 
@@ -96,50 +89,18 @@ export class HttpContextAdapter implements IdempotencyContextAdapter {
     const matched = request.routeOptions?.url ?? request.route?.path;
     const route = typeof matched === 'string' ? matched : this.facts(handler).template;
     const target = `${method} ${route}`;
-    let fingerprint: string | null;
-    let key: string | undefined;
-    try {
-      fingerprint =
-        options.fingerprint === false
-          ? null
-          : options.fingerprint
-            ? options.fingerprint(context)
-            : defaultFingerprint(request, method, route);
-      key =
-        options.key === 'fingerprint'
-          ? (fingerprint ?? defaultFingerprint(request, method, route))
-          : this.readKey(context, request, options);
-    } catch (error) {
-      if (error instanceof InvalidKeyError) {
-        return {
-          target,
-          rejection: { code: IdempotencyErrorCode.KeyInvalid, detail: error.message },
-        };
-      }
-      // JSON.parse accepts nesting deeper than a recursive walk can follow: a client's mistake (or
-      // an attack), answered 400 before anything runs, never a 500.
-      if (error instanceof RangeError) {
-        return { target, rejection: { code: IdempotencyErrorCode.FingerprintFailed } };
-      }
-      throw error;
-    }
-    if (key === undefined) {
-      return options.required
-        ? { target, rejection: { code: IdempotencyErrorCode.KeyMissing } }
-        : undefined;
-    }
-    if (options.issued !== undefined) {
-      // By its signature alone, before the store is touched.
-      const verification = this.issuer.verify(key, options.issued);
-      if (!verification.valid) {
-        return { target, rejection: verification.rejection };
-      }
-    }
-    return {
-      key: storageKeyOf(this.scopeParts(context, request, options, method, route), key),
-      fingerprint,
-      target,
-    };
+    return describeCall(
+      context,
+      options,
+      this.issuer,
+      {
+        target,
+        readKey: () => this.readKey(context, request, options),
+        fingerprint: () => defaultFingerprint(request, method, route),
+        scopeParts: () => this.scopeParts(context, request, options, method, route),
+      },
+      undefined,
+    );
   }
 
   capture(context: ExecutionContext, handler: IdempotentHandler, value: unknown): Capture {

@@ -8,11 +8,7 @@ import {
 import type { RpcException } from '@nestjs/microservices';
 import { EMPTY, from, lastValueFrom, type Observable, tap, throwError, toArray } from 'rxjs';
 import type { Capture, CapturedError, ReplayedResult } from '../../engine/idempotency.engine';
-import {
-  canonicalPattern,
-  messageFingerprint,
-  storageKeyOf,
-} from '../../engine/idempotency.hashing';
+import { canonicalPattern, messageFingerprint } from '../../engine/idempotency.hashing';
 import {
   InvalidKeyError,
   keyAtPath,
@@ -27,6 +23,7 @@ import type { ResolvedIdempotencyOptions } from '../../engine/resolved-options';
 import { exceptionOf, type IdempotencyProblem } from '../../idempotency.errors';
 import { IdempotencyKeyIssuer } from '../../idempotency-key-issuer';
 import { isNotFound } from '../../observability/optional-peer';
+import { describeCall } from '../call-description';
 import type { CallDescription, CallEnd, IdempotencyContextAdapter } from '../context-adapter';
 import type { IdempotentHandler } from '../idempotent-handlers';
 import { type RpcTransport, transportOf } from './rpc-transports';
@@ -136,43 +133,18 @@ export class RpcContextAdapter implements IdempotencyContextAdapter, OnModuleIni
     const transport = transportOf(ctx);
     const target = this.patternOf(handler, transport);
     const data = rpc.getData<unknown>();
-    let fingerprint: string | null;
-    let key: string | undefined;
-    try {
-      fingerprint =
-        options.fingerprint === false
-          ? null
-          : options.fingerprint
-            ? options.fingerprint(context)
-            : messageFingerprint(target, data);
-      key =
-        options.key === 'fingerprint'
-          ? (fingerprint ?? messageFingerprint(target, data))
-          : readKey(context, transport, data, options);
-    } catch (error) {
-      if (error instanceof InvalidKeyError) {
-        return {
-          target,
-          rejection: { code: IdempotencyErrorCode.KeyInvalid, detail: error.message },
-        };
-      }
-      if (error instanceof RangeError) {
-        return { target, rejection: { code: IdempotencyErrorCode.FingerprintFailed } };
-      }
-      throw error;
-    }
-    if (key === undefined) {
-      return options.required
-        ? { target, rejection: { code: IdempotencyErrorCode.KeyMissing } }
-        : 'unprotected';
-    }
-    if (options.issued !== undefined) {
-      const verification = this.issuer.verify(key, options.issued);
-      if (!verification.valid) {
-        return { target, rejection: verification.rejection };
-      }
-    }
-    return { key: storageKeyOf(scopeParts(context, options, target), key), fingerprint, target };
+    return describeCall(
+      context,
+      options,
+      this.issuer,
+      {
+        target,
+        readKey: () => readKey(context, transport, data, options),
+        fingerprint: () => messageFingerprint(target, data),
+        scopeParts: () => scopeParts(context, options, target),
+      },
+      'unprotected' as const,
+    );
   }
 
   /** Every value the handler emits, in order: Nest replies each of them, and so does a replay. */
