@@ -61,6 +61,7 @@ class ShipmentsProcessor extends WorkerHost {
       );
       report('done', {
         delivery: job.id,
+        attempt: job.attemptsStarted,
         replayed,
         shipmentId: value.shipmentId,
         shippedBy: value.worker,
