@@ -113,6 +113,21 @@ export function headerKey(request: RequestHeaders, headerName: string): string |
 }
 
 /**
+ * The key a handler's `key` function gives for a call, checked like any other key: `undefined`
+ * (or `null`) is no key; anything else must be a valid key, or {@link InvalidKeyError} is thrown.
+ */
+export function keyFromFunction<Context>(
+  keyOf: (context: Context) => unknown,
+  context: Context,
+): string | undefined {
+  const key = keyOf(context) ?? undefined;
+  if (key !== undefined) {
+    validateIdempotencyKey(key);
+  }
+  return key;
+}
+
+/**
  * The key at `path` in a payload (`key: { path }`): a string as it is, a finite number as its
  * decimal form, `undefined` when a field on the way is missing or `null`. Throws
  * {@link InvalidKeyError} for any other value, and for a string that is not a valid key.

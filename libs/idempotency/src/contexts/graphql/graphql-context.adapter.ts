@@ -10,8 +10,8 @@ import {
   headerKey,
   InvalidKeyError,
   keyAtPath,
+  keyFromFunction,
   type RequestHeaders,
-  validateIdempotencyKey,
 } from '../../engine/idempotency-key';
 import type { ResolvedIdempotencyOptions } from '../../engine/resolved-options';
 import { IDEMPOTENT_REPLAYED_HEADER } from '../../idempotency.constants';
@@ -222,11 +222,7 @@ export class GraphqlContextAdapter implements IdempotencyContextAdapter {
     options: ResolvedIdempotencyOptions,
   ): FoundKey {
     if (typeof options.key === 'function') {
-      const key = options.key(context) ?? undefined;
-      if (key !== undefined) {
-        validateIdempotencyKey(key);
-      }
-      return { key, fromHeader: false };
+      return { key: keyFromFunction(options.key, context), fromHeader: false };
     }
     if (typeof options.key === 'object') {
       return { key: keyAtPath(args, options.key.path), path: options.key.path, fromHeader: false };

@@ -10,7 +10,7 @@ import { type Observable, of, throwError } from 'rxjs';
 import type { Capture, CapturedError, ReplayedResult } from '../../engine/idempotency.engine';
 import { requestFingerprint } from '../../engine/idempotency.hashing';
 import type { IdempotencyRejection } from '../../engine/idempotency-rejection';
-import { headerKey, keyAtPath, validateIdempotencyKey } from '../../engine/idempotency-key';
+import { headerKey, keyAtPath, keyFromFunction } from '../../engine/idempotency-key';
 import type { ResolvedIdempotencyOptions } from '../../engine/resolved-options';
 import { IDEMPOTENT_REPLAYED_HEADER, PROBLEM_CONTENT_TYPE } from '../../idempotency.constants';
 import { IdempotencyKeyIssuer } from '../../idempotency-key-issuer';
@@ -170,11 +170,7 @@ export class HttpContextAdapter implements IdempotencyContextAdapter {
     options: ResolvedIdempotencyOptions,
   ): string | undefined {
     if (typeof options.key === 'function') {
-      const key = options.key(context);
-      if (key !== undefined && key !== null) {
-        validateIdempotencyKey(key);
-      }
-      return key ?? undefined;
+      return keyFromFunction(options.key, context);
     }
     if (typeof options.key === 'object') {
       return keyAtPath(request.body, options.key.path);

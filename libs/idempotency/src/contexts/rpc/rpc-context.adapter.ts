@@ -12,6 +12,7 @@ import { canonicalPattern, messageFingerprint } from '../../engine/idempotency.h
 import {
   InvalidKeyError,
   keyAtPath,
+  keyFromFunction,
   parseIdempotencyKey,
   validateIdempotencyKey,
 } from '../../engine/idempotency-key';
@@ -358,11 +359,7 @@ function readKey(
   options: ResolvedIdempotencyOptions,
 ): string | undefined {
   if (typeof options.key === 'function') {
-    const key = options.key(context);
-    if (key !== undefined && key !== null) {
-      validateIdempotencyKey(key);
-    }
-    return key ?? undefined;
+    return keyFromFunction(options.key, context);
   }
   if (typeof options.key === 'object') {
     return keyAtPath(data, options.key.path);
