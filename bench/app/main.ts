@@ -12,6 +12,7 @@ import {
   Body,
   Controller,
   Get,
+  Header,
   type DynamicModule,
   Inject,
   Module,
@@ -110,9 +111,33 @@ class OrdersController {
   }
 }
 
+/**
+ * BENCH_STORE=echo: no idempotency and no database, the handler answers what a replay answers (the
+ * same order, a Date included, and `Idempotent-Replayed: true`). A reference for profiling a replay:
+ * what Nest and the platform cost to answer that response at all.
+ */
+@Controller('orders')
+class EchoOrdersController {
+  private readonly createdAt = new Date('2026-12-06T00:00:00.000Z');
+
+  @Post()
+  @Header('Idempotent-Replayed', 'true')
+  create(@Body() body: { customerId?: string; amount?: number; currency?: string }): BenchOrder {
+    return {
+      id: '1',
+      customerId: String(body.customerId ?? 'anonymous'),
+      amount: Number(body.amount ?? 0),
+      currency: String(body.currency ?? 'EUR'),
+      status: 'created',
+      createdAt: new Date(this.createdAt.getTime()),
+    };
+  }
+}
+
 function idempotencyModule(): DynamicModule[] {
   switch (STORE) {
     case 'none':
+    case 'echo':
       return [];
     case 'memory':
       return [
@@ -169,7 +194,7 @@ function idempotencyModule(): DynamicModule[] {
 
 @Module({
   imports: idempotencyModule(),
-  controllers: [OrdersController],
+  controllers: [STORE === 'echo' ? EchoOrdersController : OrdersController],
   providers: [{ provide: OrdersDb, useFactory: () => new OrdersDb(DATABASE_URL) }],
 })
 class BenchModule {}

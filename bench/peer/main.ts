@@ -8,7 +8,7 @@
  * nest10 for the bare handler on Nest 10).
  */
 import 'reflect-metadata';
-import { Body, Controller, Module, Post } from '@nestjs/common';
+import { Body, Controller, Header, Module, Post } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Idempotent, NodeIdempotencyModule } from '@node-idempotency/nestjs';
@@ -48,7 +48,27 @@ class BareOrdersController {
   }
 }
 
-const BARE = process.env.BENCH_STORE === 'nest10';
+/** BENCH_STORE=echo10: what a replay answers, with no idempotency and no database (see bench/app). */
+@Controller('orders')
+class EchoOrdersController {
+  private readonly createdAt = new Date('2026-12-06T00:00:00.000Z');
+
+  @Post()
+  @Header('Idempotent-Replayed', 'true')
+  create(@Body() body: OrderInput): BenchOrder {
+    return {
+      id: '1',
+      customerId: String(body.customerId ?? 'anonymous'),
+      amount: Number(body.amount ?? 0),
+      currency: String(body.currency ?? 'EUR'),
+      status: 'created',
+      createdAt: new Date(this.createdAt.getTime()),
+    };
+  }
+}
+
+const ECHO = process.env.BENCH_STORE === 'echo10';
+const BARE = process.env.BENCH_STORE === 'nest10' || ECHO;
 
 @Module({
   imports: BARE
@@ -65,7 +85,7 @@ const BARE = process.env.BENCH_STORE === 'nest10';
           enforceIdempotency: true,
         } as Parameters<typeof NodeIdempotencyModule.forRootAsync>[0]),
       ],
-  controllers: [BARE ? BareOrdersController : OrdersController],
+  controllers: [ECHO ? EchoOrdersController : BARE ? BareOrdersController : OrdersController],
   providers: [{ provide: OrdersDb, useFactory: () => new OrdersDb(DATABASE_URL) }],
 })
 class PeerModule {}
