@@ -1,25 +1,47 @@
 /**
- * `npm run bench:cpu -- <platform> <kinds> <path> [requests] [rounds]`: app CPU per request from
- * /proc over a fixed number of requests, for a few apps side by side, in interleaved rounds (A, B,
- * A, B), with the minimum of the rounds. Noise on a shared machine only adds CPU, so the minimum
- * over rounds is the figure to compare two versions or two apps with.
+ * `npm run bench:cpu -- <platform> <kinds> <path> [requests] [rounds] [--prepare]`: app CPU per
+ * request from /proc over a fixed number of requests, for a few apps side by side, in interleaved
+ * rounds (A, B, A, B), with the minimum over the rounds: noise on a shared machine only adds CPU.
+ * It gives user + system time of the whole process, user time, and the main thread's time (the
+ * JavaScript; the rest is V8's GC helper threads and libuv's pool).
  *
- * kinds: comma-separated server kinds (redis, peer, memory, typeorm, none, nest10, echo: the
- * answer a replay gives, with no idempotency and no database). path: replay (64 keys completed
- * first, round robin) or execute (a new key per request). BENCH_CPU_PROFILE=1 starts the apps with
- * --cpu-prof (profiles in bench/results/profiles, one per app, written when it stops; read them
- * with `npm run bench:profile -- <file> <requests>`, the requests it served being printed).
- * Needs the database of BENCH_DATABASE_URL (default idempotency_bench) with the benchmark's tables,
- * as `npm run bench` leaves it while it runs; `--prepare` creates it.
+ * kinds: comma-separated server kinds (redis, peer, memory, typeorm, none, nest10; echo and echo10:
+ * the answer a replay gives, with no idempotency and no database, on Nest 12 and on the peer's
+ * Nest 10; echo+i and echo10+i: the same answered by a global interceptor shaped like a replay
+ * (the handler does not run); echo+r: the echo handler answering after one Redis GET on ioredis;
+ * echo+ir and echo10+ir: the interceptor answering after that GET). path: replay (64 keys completed first, round
+ * robin) or execute (a new key per request).
+ * BENCH_CPU_PROFILE=1 starts the apps with --cpu-prof (profiles in bench/results/profiles, written
+ * when they stop; read them with `npm run bench:profile -- <file> <requests>`, with the requests
+ * served that it prints). It uses a database of its own, BENCH_CPU_DB (default
+ * idempotency_bench_cpu), which `--prepare` (re)creates with the benchmark's tables.
  */
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from 'pg';
 import { DataSource } from 'typeorm';
 import { CreateIdempotencyRecordsTable1763800000000 } from 'nestjs-idempotency/typeorm';
 import { CREATE_ORDERS_TABLE } from './common/orders-db';
 import { load, send } from './lib/load';
-import { type Platform, type RunningServer, cpuTimeMs, startServer } from './lib/servers';
+import { type Platform, type RunningServer, startServer } from './lib/servers';
+
+/** User and system CPU time (ms) in a /proc stat file. */
+function statTimes(file: string): { user: number; system: number } {
+  const stat = readFileSync(file, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { user: Number(fields[11]) * 10, system: Number(fields[12]) * 10 };
+}
+
+/**
+ * A server's CPU time so far, in milliseconds: user and system of the whole process, and of its
+ * main thread alone (the JavaScript; the rest is V8's GC helpers and libuv's thread pool).
+ */
+function cpuTimes(server: RunningServer): { user: number; system: number; main: number } {
+  const pid = server.child.pid!;
+  const main = statTimes(`/proc/${pid}/task/${pid}/stat`);
+  return { ...statTimes(`/proc/${pid}/stat`), main: main.user + main.system };
+}
 
 const ROOT = join(__dirname, '..');
 const args = process.argv.slice(2).filter((arg) => arg !== '--prepare');
@@ -68,8 +90,10 @@ async function main(): Promise<void> {
   const kinds = kindList.split(',');
   const servers: RunningServer[] = [];
   let port = 4300;
-  for (const kind of kinds) {
-    const name = `${platform}-${kind}`;
+  for (const kindName of kinds) {
+    // `echo+i`, `echo10+i`, `echo+r`, `echo+ir`, `echo10+ir`: the echo app with a replay-shaped interceptor, a Redis GET, or both.
+    const kind = kindName.replace(/\+(i|r|ir)$/, '');
+    const name = `${platform}-${kindName}`;
     servers.push(
       await startServer(
         {
@@ -78,7 +102,11 @@ async function main(): Promise<void> {
           kind: kind as RunningServer['spec']['kind'],
           port: port++,
           clientName: `cpu-${RUN_ID}-${name}`,
-          env: { BENCH_REDIS_PREFIX: `nestjs-idempotency-cpu:${RUN_ID}:${kind}:` },
+          env: {
+            BENCH_REDIS_PREFIX: `nestjs-idempotency-cpu:${RUN_ID}:${kind}:`,
+            ...(/\+i?r?$/.exec(kindName)?.[0].includes('i') ? { BENCH_ECHO_INTERCEPTOR: '1' } : {}),
+            ...(/\+i?r?$/.exec(kindName)?.[0].includes('r') ? { BENCH_ECHO_REDIS: '1' } : {}),
+          },
           nodeArgs:
             process.env.BENCH_CPU_PROFILE === '1'
               ? ['--cpu-prof', `--cpu-prof-dir=${join(ROOT, 'bench/results/profiles')}`]
@@ -97,7 +125,10 @@ async function main(): Promise<void> {
   const nextKey =
     path === 'replay' ? () => `${RUN_ID}:replay:${seq++ % 64}` : () => `${RUN_ID}:${seq++}`;
   const served = new Map<RunningServer, number>();
-  const figures = new Map<RunningServer, { us: number; rps: number }[]>();
+  const figures = new Map<
+    RunningServer,
+    { us: number; user: number; main: number; rps: number }[]
+  >();
   try {
     for (const server of servers) {
       if (path === 'replay') {
@@ -110,18 +141,20 @@ async function main(): Promise<void> {
     for (let round = 0; round < ROUNDS; round++) {
       const order = round % 2 === 0 ? servers : [...servers].reverse();
       for (const server of order) {
-        const before = cpuTimeMs(server) ?? 0;
+        const before = cpuTimes(server);
         const result = await load(server.url, {
           connections: CONNECTIONS,
           amount: REQUESTS,
           nextKey,
         });
-        const after = cpuTimeMs(server) ?? 0;
+        const after = cpuTimes(server);
         if (result.non2xx + result.errors > 0) {
           throw new Error(`${server.spec.name}: ${result.non2xx} non-2xx, ${result.errors} errors`);
         }
         figures.get(server)!.push({
-          us: ((after - before) * 1000) / result.requests,
+          us: ((after.user + after.system - before.user - before.system) * 1000) / result.requests,
+          user: ((after.user - before.user) * 1000) / result.requests,
+          main: ((after.main - before.main) * 1000) / result.requests,
           rps: result.requests / result.durationS,
         });
         served.set(server, served.get(server)! + result.requests);
@@ -136,10 +169,14 @@ async function main(): Promise<void> {
   for (const server of servers) {
     const rounds = figures.get(server)!;
     const us = rounds.map((r) => r.us);
+    const user = rounds.map((r) => r.user);
+    const main = rounds.map((r) => r.main);
     const rps = rounds.map((r) => r.rps);
     console.log(
       `${server.spec.name.padEnd(18)} CPU µs/request min ${Math.min(...us).toFixed(1)} ` +
-        `(rounds ${us.map((v) => v.toFixed(1)).join(' ')}); req/s max ${Math.max(...rps).toFixed(0)} ` +
+        `(rounds ${us.map((v) => v.toFixed(1)).join(' ')}), user min ${Math.min(...user).toFixed(1)} ` +
+        `(rounds ${user.map((v) => v.toFixed(1)).join(' ')}), main thread min ` +
+        `${Math.min(...main).toFixed(1)} (rounds ${main.map((v) => v.toFixed(1)).join(' ')}); req/s max ${Math.max(...rps).toFixed(0)} ` +
         `(rounds ${rps.map((v) => v.toFixed(0)).join(' ')}); served ${served.get(server)}`,
     );
   }
