@@ -9,7 +9,8 @@
  * the answer a replay gives, with no idempotency and no database, on Nest 12 and on the peer's
  * Nest 10; echo+i and echo10+i: the same answered by a global interceptor shaped like a replay
  * (the handler does not run); echo+r: the echo handler answering after one Redis GET on ioredis;
- * echo+ir and echo10+ir: the interceptor answering after that GET). path: replay (64 keys completed first, round
+ * echo+ir and echo10+ir: the interceptor answering after that GET; redis+nc: the Redis store with
+ * coalesceWrites: false). path: replay (64 keys completed first, round
  * robin) or execute (a new key per request).
  * BENCH_CPU_PROFILE=1 starts the apps with --cpu-prof (profiles in bench/results/profiles, written
  * when they stop; read them with `npm run bench:profile -- <file> <requests>`, with the requests
@@ -92,7 +93,7 @@ async function main(): Promise<void> {
   let port = 4300;
   for (const kindName of kinds) {
     // `echo+i`, `echo10+i`, `echo+r`, `echo+ir`, `echo10+ir`: the echo app with a replay-shaped interceptor, a Redis GET, or both.
-    const kind = kindName.replace(/\+(i|r|ir)$/, '');
+    const kind = kindName.replace(/\+(i|r|ir|nc)$/, '');
     const name = `${platform}-${kindName}`;
     servers.push(
       await startServer(
@@ -106,6 +107,7 @@ async function main(): Promise<void> {
             BENCH_REDIS_PREFIX: `nestjs-idempotency-cpu:${RUN_ID}:${kind}:`,
             ...(/\+i?r?$/.exec(kindName)?.[0].includes('i') ? { BENCH_ECHO_INTERCEPTOR: '1' } : {}),
             ...(/\+i?r?$/.exec(kindName)?.[0].includes('r') ? { BENCH_ECHO_REDIS: '1' } : {}),
+            ...(kindName.endsWith('+nc') ? { BENCH_REDIS_COALESCE: '0' } : {}),
           },
           nodeArgs:
             process.env.BENCH_CPU_PROFILE === '1'

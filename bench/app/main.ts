@@ -208,6 +208,8 @@ function idempotencyModule(): DynamicModule[] {
               connectionName: env('BENCH_CLIENT_NAME'),
             },
             keyPrefix: env('BENCH_REDIS_PREFIX'),
+            // BENCH_REDIS_COALESCE=0 (bench:cpu kind redis+nc): every command written at once.
+            coalesceWrites: process.env.BENCH_REDIS_COALESCE !== '0',
           }),
         }),
       ];
