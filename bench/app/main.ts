@@ -11,15 +11,19 @@ import 'reflect-metadata';
 import {
   Body,
   Controller,
+  type ExecutionContext,
   Get,
+  Header,
   type DynamicModule,
   Inject,
+  Injectable,
   Module,
+  type NestInterceptor,
   Optional,
   Post,
   Query,
 } from '@nestjs/common';
-import { NestFactory } from '@nestjs/core';
+import { APP_INTERCEPTOR, NestFactory } from '@nestjs/core';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { getDataSourceToken, TypeOrmModule } from '@nestjs/typeorm';
 import {
@@ -30,6 +34,8 @@ import {
 } from 'nestjs-idempotency';
 import { RedisIdempotencyStore } from 'nestjs-idempotency/redis';
 import { TypeOrmIdempotencyStore, transactionalEntityManager } from 'nestjs-idempotency/typeorm';
+import { Redis } from 'ioredis';
+import { type Observable, of } from 'rxjs';
 import type { DataSource, Logger as TypeOrmLogger } from 'typeorm';
 import { type BenchOrder, ORDERS_TABLE, OrdersDb } from '../common/orders-db';
 
@@ -110,9 +116,74 @@ class OrdersController {
   }
 }
 
+type OrderInput = { customerId?: string; amount?: number; currency?: string };
+/**
+ * BENCH_ECHO_REDIS=1: one Redis round trip (a GET on ioredis) before the echo's answer, as a replay
+ * makes one: what answering after a round trip costs, with no idempotency.
+ */
+const echoRedis =
+  STORE === 'echo' && process.env.BENCH_ECHO_REDIS === '1'
+    ? new Redis(env('BENCH_REDIS_URL'))
+    : undefined;
+const ECHO_INTERCEPTOR = process.env.BENCH_ECHO_INTERCEPTOR === '1';
+
+/**
+ * BENCH_STORE=echo: no idempotency and no database, the handler answers what a replay answers (the
+ * same order, a Date included, and `Idempotent-Replayed: true`). A reference for profiling a replay:
+ * what Nest and the platform cost to answer that response at all.
+ */
+@Controller('orders')
+class EchoOrdersController {
+  private readonly createdAt = new Date('2026-12-06T00:00:00.000Z');
+
+  @Post()
+  @Header('Idempotent-Replayed', 'true')
+  create(@Body() body: OrderInput): BenchOrder | Promise<BenchOrder> {
+    return echoRedis && !ECHO_INTERCEPTOR
+      ? echoRedis.get('nestjs-idempotency-bench:echo').then(() => this.answer(body))
+      : this.answer(body);
+  }
+
+  private answer(body: OrderInput): BenchOrder {
+    return {
+      id: '1',
+      customerId: String(body.customerId ?? 'anonymous'),
+      amount: Number(body.amount ?? 0),
+      currency: String(body.currency ?? 'EUR'),
+      status: 'created',
+      createdAt: new Date(this.createdAt.getTime()),
+    };
+  }
+}
+
+/**
+ * With BENCH_ECHO_INTERCEPTOR=1, the echo app also has a global interceptor shaped like a replay:
+ * it awaits (one Redis GET on ioredis with BENCH_ECHO_REDIS=1 too, in bench/app), then answers
+ * the same order without calling the handler. What Nest's interceptor pipeline (and a round trip)
+ * cost a replay, without any idempotency logic.
+ */
+@Injectable()
+class EchoInterceptor implements NestInterceptor {
+  private readonly createdAt = new Date('2026-12-06T00:00:00.000Z');
+
+  async intercept(context: ExecutionContext): Promise<Observable<unknown>> {
+    await echoRedis?.get('nestjs-idempotency-bench:echo');
+    const body = context.getArgByIndex<{ body: OrderInput }>(0).body;
+    return of({
+      id: '1',
+      customerId: String(body.customerId ?? 'anonymous'),
+      amount: Number(body.amount ?? 0),
+      currency: String(body.currency ?? 'EUR'),
+      status: 'created',
+      createdAt: new Date(this.createdAt.getTime()),
+    });
+  }
+}
+
 function idempotencyModule(): DynamicModule[] {
   switch (STORE) {
     case 'none':
+    case 'echo':
       return [];
     case 'memory':
       return [
@@ -137,6 +208,8 @@ function idempotencyModule(): DynamicModule[] {
               connectionName: env('BENCH_CLIENT_NAME'),
             },
             keyPrefix: env('BENCH_REDIS_PREFIX'),
+            // BENCH_REDIS_COALESCE=0 (bench:cpu kind redis+nc): every command written at once.
+            coalesceWrites: process.env.BENCH_REDIS_COALESCE !== '0',
           }),
         }),
       ];
@@ -169,8 +242,13 @@ function idempotencyModule(): DynamicModule[] {
 
 @Module({
   imports: idempotencyModule(),
-  controllers: [OrdersController],
-  providers: [{ provide: OrdersDb, useFactory: () => new OrdersDb(DATABASE_URL) }],
+  controllers: [STORE === 'echo' ? EchoOrdersController : OrdersController],
+  providers: [
+    { provide: OrdersDb, useFactory: () => new OrdersDb(DATABASE_URL) },
+    ...(STORE === 'echo' && ECHO_INTERCEPTOR
+      ? [{ provide: APP_INTERCEPTOR, useClass: EchoInterceptor }]
+      : []),
+  ],
 })
 class BenchModule {}
 

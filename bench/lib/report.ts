@@ -74,6 +74,8 @@ const STORE_LABEL: Record<ServerKind, string> = {
   'typeorm-tx': 'nestjs-idempotency, TypeORM store on PostgreSQL, transactional mode',
   peer: 'peer: @node-idempotency/nestjs, Redis',
   nest10: "bare handler on Nest 10 (the peer's framework)",
+  echo: 'what a replay answers, no idempotency, no database',
+  echo10: "what a replay answers, no idempotency, no database, on Nest 10 (the peer's framework)",
 };
 
 const PATH_LABEL = { bare: '', execute: 'new key (execute)', replay: 'repeated key (replay)' };

@@ -5,10 +5,12 @@ import { join } from 'node:path';
 export type Platform = 'express' | 'fastify';
 /**
  * `none`: the bare handler; `peer`: @node-idempotency/nestjs on Redis (bench/peer, Nest 10);
- * `nest10`: the bare handler on the peer's Nest 10; `typeorm-tx`: the TypeORM store in transactional
+ * `nest10`: the bare handler on the peer's Nest 10; `echo` and `echo10`: what a replay answers,
+ * without idempotency or database, on Nest 12 and on the peer's Nest 10; `typeorm-tx`: the TypeORM store in transactional
  * mode, the handler's INSERT inside the record's transaction.
  */
-export type ServerKind = 'none' | 'memory' | 'redis' | 'typeorm' | 'typeorm-tx' | 'peer' | 'nest10';
+export type ServerKind =
+  'echo' | 'echo10' | 'none' | 'memory' | 'redis' | 'typeorm' | 'typeorm-tx' | 'peer' | 'nest10';
 
 export interface ServerSpec {
   name: string;
@@ -57,7 +59,7 @@ export function startServer(
   spec: ServerSpec,
   baseEnv: Record<string, string>,
 ): Promise<RunningServer> {
-  const peer = spec.kind === 'peer' || spec.kind === 'nest10';
+  const peer = spec.kind === 'peer' || spec.kind === 'nest10' || spec.kind === 'echo10';
   const entry = peer ? join(ROOT, 'bench/peer/main.ts') : join(ROOT, 'bench/app/main.ts');
   const args = [
     ...(spec.nodeArgs ?? []),

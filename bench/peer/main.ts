@@ -8,8 +8,19 @@
  * nest10 for the bare handler on Nest 10).
  */
 import 'reflect-metadata';
-import { Body, Controller, Module, Post } from '@nestjs/common';
-import { NestFactory } from '@nestjs/core';
+import {
+  Body,
+  Controller,
+  type ExecutionContext,
+  Header,
+  Injectable,
+  Module,
+  type NestInterceptor,
+  Post,
+} from '@nestjs/common';
+import { Redis } from 'ioredis';
+import { type Observable, of } from 'rxjs';
+import { APP_INTERCEPTOR, NestFactory } from '@nestjs/core';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Idempotent, NodeIdempotencyModule } from '@node-idempotency/nestjs';
 import { type BenchOrder, OrdersDb } from '../common/orders-db';
@@ -48,7 +59,59 @@ class BareOrdersController {
   }
 }
 
-const BARE = process.env.BENCH_STORE === 'nest10';
+/** BENCH_STORE=echo10: what a replay answers, with no idempotency and no database (see bench/app). */
+@Controller('orders')
+class EchoOrdersController {
+  private readonly createdAt = new Date('2026-12-06T00:00:00.000Z');
+
+  @Post()
+  @Header('Idempotent-Replayed', 'true')
+  create(@Body() body: OrderInput): BenchOrder {
+    return {
+      id: '1',
+      customerId: String(body.customerId ?? 'anonymous'),
+      amount: Number(body.amount ?? 0),
+      currency: String(body.currency ?? 'EUR'),
+      status: 'created',
+      createdAt: new Date(this.createdAt.getTime()),
+    };
+  }
+}
+
+/**
+ * BENCH_ECHO_REDIS=1 (with the interceptor): one Redis GET on ioredis (the root's copy) first.
+ */
+const echoRedis =
+  process.env.BENCH_STORE === 'echo10' && process.env.BENCH_ECHO_REDIS === '1'
+    ? new Redis(env('BENCH_REDIS_URL'))
+    : undefined;
+
+/**
+ * With BENCH_ECHO_INTERCEPTOR=1, the echo app also has a global interceptor shaped like a replay:
+ * it awaits (one Redis GET on ioredis with BENCH_ECHO_REDIS=1 too), then answers
+ * the same order without calling the handler. What Nest's interceptor pipeline (and a round trip)
+ * cost a replay, without any idempotency logic.
+ */
+@Injectable()
+class EchoInterceptor implements NestInterceptor {
+  private readonly createdAt = new Date('2026-12-06T00:00:00.000Z');
+
+  async intercept(context: ExecutionContext): Promise<Observable<unknown>> {
+    await echoRedis?.get('nestjs-idempotency-bench:echo');
+    const body = context.getArgByIndex<{ body: OrderInput }>(0).body;
+    return of({
+      id: '1',
+      customerId: String(body.customerId ?? 'anonymous'),
+      amount: Number(body.amount ?? 0),
+      currency: String(body.currency ?? 'EUR'),
+      status: 'created',
+      createdAt: new Date(this.createdAt.getTime()),
+    });
+  }
+}
+const ECHO_INTERCEPTOR = process.env.BENCH_ECHO_INTERCEPTOR === '1';
+const ECHO = process.env.BENCH_STORE === 'echo10';
+const BARE = process.env.BENCH_STORE === 'nest10' || ECHO;
 
 @Module({
   imports: BARE
@@ -65,8 +128,11 @@ const BARE = process.env.BENCH_STORE === 'nest10';
           enforceIdempotency: true,
         } as Parameters<typeof NodeIdempotencyModule.forRootAsync>[0]),
       ],
-  controllers: [BARE ? BareOrdersController : OrdersController],
-  providers: [{ provide: OrdersDb, useFactory: () => new OrdersDb(DATABASE_URL) }],
+  controllers: [ECHO ? EchoOrdersController : BARE ? BareOrdersController : OrdersController],
+  providers: [
+    { provide: OrdersDb, useFactory: () => new OrdersDb(DATABASE_URL) },
+    ...(ECHO && ECHO_INTERCEPTOR ? [{ provide: APP_INTERCEPTOR, useClass: EchoInterceptor }] : []),
+  ],
 })
 class PeerModule {}
 

@@ -124,6 +124,57 @@ describeRedis('RedisIdempotencyStore on standalone Redis', () => {
       }
     });
 
+    it('sends each script as EVALSHA, and as EVAL once the server has forgotten it (SCRIPT FLUSH)', async () => {
+      const store = new RedisIdempotencyStore({ client: REDIS_URL, keyPrefix });
+      const admin = new Redis(REDIS_URL);
+      try {
+        const response = { status: 201, headers: {}, body: '{"id":1}' };
+        const base = randomUUID().replace(/-/g, '');
+        const key = (i: number) => `${base}${String(i).padStart(32, '0')}`;
+        const cycle = async (i: number) => {
+          await expect(
+            store.claim({ key: key(i), fingerprint: 'fp', ownerToken: 'o', leaseMs: 5_000 }),
+          ).resolves.toEqual({ outcome: 'acquired' });
+          await expect(store.renew({ key: key(i), ownerToken: 'o', leaseMs: 5_000 })).resolves.toBe(
+            true,
+          );
+          await expect(
+            store.complete({ key: key(i), ownerToken: 'o', response, ttlMs: 5_000 }),
+          ).resolves.toBe(true);
+          await expect(
+            store.claim({ key: key(i), fingerprint: 'fp', ownerToken: 'p', leaseMs: 5_000 }),
+          ).resolves.toEqual({ outcome: 'completed', fingerprint: 'fp', response });
+          await store.claim({
+            key: key(i + 1),
+            fingerprint: null,
+            ownerToken: 'o',
+            leaseMs: 5_000,
+          });
+          await expect(store.release({ key: key(i + 1), ownerToken: 'o' })).resolves.toBe(true);
+        };
+        await cycle(0);
+        await admin.script('FLUSH');
+        await cycle(2);
+        // The EVALs reloaded the scripts: the next cycle runs on EVALSHA again.
+        await cycle(8);
+        await admin.script('FLUSH');
+        // Several at once, each meeting NOSCRIPT: each runs once, by EVAL.
+        const claims = await Promise.all(
+          [4, 5, 6].map((i) =>
+            store.claim({ key: key(i), fingerprint: 'fp', ownerToken: 'o', leaseMs: 5_000 }),
+          ),
+        );
+        expect(claims).toEqual([
+          { outcome: 'acquired' },
+          { outcome: 'acquired' },
+          { outcome: 'acquired' },
+        ]);
+      } finally {
+        await admin.quit();
+        await store.close();
+      }
+    });
+
     it('keeps records under hash-tagged keys with the lease as their expiry', async () => {
       const store = new RedisIdempotencyStore({ client: REDIS_URL, keyPrefix });
       const key = 'c'.repeat(64);
