@@ -18,7 +18,7 @@
  * idempotency_bench_cpu), which `--prepare` (re)creates with the benchmark's tables.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from 'pg';
 import { DataSource } from 'typeorm';
@@ -42,6 +42,46 @@ function cpuTimes(server: RunningServer): { user: number; system: number; main: 
   const pid = server.child.pid!;
   const main = statTimes(`/proc/${pid}/task/${pid}/stat`);
   return { ...statTimes(`/proc/${pid}/stat`), main: main.user + main.system };
+}
+
+/**
+ * CPU time (ms) so far of each process of the local database and Redis servers: every process
+ * named `postgres` (backends and background workers) or `redis-server`, read from /proc.
+ */
+function serverTimes(): Map<string, { server: 'postgres' | 'redis'; ms: number }> {
+  const times = new Map<string, { server: 'postgres' | 'redis'; ms: number }>();
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) {
+      continue;
+    }
+    try {
+      const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+      const server =
+        comm === 'postgres' ? 'postgres' : comm === 'redis-server' ? 'redis' : undefined;
+      if (server) {
+        const { user, system } = statTimes(`/proc/${pid}/stat`);
+        times.set(pid, { server, ms: user + system });
+      }
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return times;
+}
+
+/**
+ * The servers' CPU time (ms) between two readings, process by process: one that started in
+ * between counts from zero, one that ended in between is missed (the apps keep their pools open).
+ */
+function serverDelta(
+  before: ReturnType<typeof serverTimes>,
+  after: ReturnType<typeof serverTimes>,
+): { postgres: number; redis: number } {
+  const delta = { postgres: 0, redis: 0 };
+  for (const [pid, { server, ms }] of after) {
+    delta[server] += ms - (before.get(pid)?.ms ?? 0);
+  }
+  return delta;
 }
 
 const ROOT = join(__dirname, '..');
@@ -129,7 +169,15 @@ async function main(): Promise<void> {
   const served = new Map<RunningServer, number>();
   const figures = new Map<
     RunningServer,
-    { us: number; user: number; main: number; rps: number }[]
+    {
+      us: number;
+      user: number;
+      main: number;
+      rps: number;
+      postgres: number;
+      redis: number;
+      loader: number;
+    }[]
   >();
   try {
     for (const server of servers) {
@@ -144,12 +192,16 @@ async function main(): Promise<void> {
       const order = round % 2 === 0 ? servers : [...servers].reverse();
       for (const server of order) {
         const before = cpuTimes(server);
+        const serversBefore = serverTimes();
+        const loaderBefore = process.cpuUsage();
         const result = await load(server.url, {
           connections: CONNECTIONS,
           amount: REQUESTS,
           nextKey,
         });
         const after = cpuTimes(server);
+        const loader = process.cpuUsage(loaderBefore);
+        const servers = serverDelta(serversBefore, serverTimes());
         if (result.non2xx + result.errors > 0) {
           throw new Error(`${server.spec.name}: ${result.non2xx} non-2xx, ${result.errors} errors`);
         }
@@ -158,6 +210,9 @@ async function main(): Promise<void> {
           user: ((after.user - before.user) * 1000) / result.requests,
           main: ((after.main - before.main) * 1000) / result.requests,
           rps: result.requests / result.durationS,
+          postgres: (servers.postgres * 1000) / result.requests,
+          redis: (servers.redis * 1000) / result.requests,
+          loader: (loader.user + loader.system) / result.requests,
         });
         served.set(server, served.get(server)! + result.requests);
       }
@@ -181,6 +236,13 @@ async function main(): Promise<void> {
         `${Math.min(...main).toFixed(1)} (rounds ${main.map((v) => v.toFixed(1)).join(' ')}); req/s max ${Math.max(...rps).toFixed(0)} ` +
         `(rounds ${rps.map((v) => v.toFixed(0)).join(' ')}); served ${served.get(server)}`,
     );
+    // The rest of the machine in the same rounds: the servers' CPU (all of their processes, so
+    // other clients' work counts too) and this process, the load generator.
+    const others = (['postgres', 'redis', 'loader'] as const).map((field) => {
+      const values = rounds.map((r) => r[field]);
+      return `${field} min ${Math.min(...values).toFixed(1)} (rounds ${values.map((v) => v.toFixed(1)).join(' ')})`;
+    });
+    console.log(`${''.padEnd(18)} µs/request elsewhere: ${others.join(', ')}`);
   }
 }
 
