@@ -20,10 +20,7 @@
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Client } from 'pg';
-import { DataSource } from 'typeorm';
-import { CreateIdempotencyRecordsTable1763800000000 } from 'nestjs-idempotency/typeorm';
-import { CREATE_ORDERS_TABLE } from './common/orders-db';
+import { createBenchDatabase, databaseUrl as serverDatabaseUrl } from './lib/database';
 import { load, send } from './lib/load';
 import { type Platform, type RunningServer, startServer } from './lib/servers';
 
@@ -96,32 +93,11 @@ const PG_URL = process.env.POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/p
 const DB = process.env.BENCH_CPU_DB ?? 'idempotency_bench_cpu';
 
 function databaseUrl(name: string): string {
-  const url = new URL(PG_URL);
-  url.pathname = `/${name}`;
-  return url.toString();
+  return serverDatabaseUrl(PG_URL, name);
 }
 
 async function prepare(): Promise<void> {
-  const admin = new Client({ connectionString: databaseUrl('postgres') });
-  await admin.connect();
-  try {
-    await admin.query(`DROP DATABASE IF EXISTS ${DB} WITH (FORCE)`);
-    await admin.query(`CREATE DATABASE ${DB}`);
-  } finally {
-    await admin.end();
-  }
-  const dataSource = new DataSource({
-    type: 'postgres',
-    url: databaseUrl(DB),
-    migrations: [CreateIdempotencyRecordsTable1763800000000],
-  });
-  await dataSource.initialize();
-  try {
-    await dataSource.query(CREATE_ORDERS_TABLE);
-    await dataSource.runMigrations();
-  } finally {
-    await dataSource.destroy();
-  }
+  await createBenchDatabase(PG_URL, DB);
 }
 
 async function main(): Promise<void> {

@@ -28,11 +28,9 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { Client } from 'pg';
-import { DataSource } from 'typeorm';
-import { CreateIdempotencyRecordsTable1763800000000 } from 'nestjs-idempotency/typeorm';
-import { CREATE_ORDERS_TABLE } from './common/orders-db';
 import type { WorkerCommand, WorkerResult } from './common/service-worker';
 import { countRedisCommands, PgTransactionCounter, type RedisCount } from './lib/counters';
+import { createBenchDatabase, databaseUrl as serverDatabaseUrl } from './lib/database';
 import { load, type LoadResult, send, sleep } from './lib/load';
 import {
   type Measured,
@@ -106,9 +104,7 @@ export interface Scenario {
 }
 
 function databaseUrl(name: string): string {
-  const url = new URL(PG_URL);
-  url.pathname = `/${name}`;
-  return url.toString();
+  return serverDatabaseUrl(PG_URL, name);
 }
 
 let keySeq = 0;
@@ -143,26 +139,7 @@ async function preparePeers(): Promise<void> {
 
 /** A fresh database of the benchmark's own, with the handler's table and the library's migration. */
 async function prepareDatabase(): Promise<void> {
-  const admin = new Client({ connectionString: databaseUrl('postgres') });
-  await admin.connect();
-  try {
-    await admin.query(`DROP DATABASE IF EXISTS ${BENCH_DB} WITH (FORCE)`);
-    await admin.query(`CREATE DATABASE ${BENCH_DB}`);
-  } finally {
-    await admin.end();
-  }
-  const dataSource = new DataSource({
-    type: 'postgres',
-    url: databaseUrl(BENCH_DB),
-    migrations: [CreateIdempotencyRecordsTable1763800000000],
-  });
-  await dataSource.initialize();
-  try {
-    await dataSource.query(CREATE_ORDERS_TABLE);
-    await dataSource.runMigrations();
-  } finally {
-    await dataSource.destroy();
-  }
+  await createBenchDatabase(PG_URL, BENCH_DB);
 }
 
 async function dropDatabase(): Promise<void> {
