@@ -37,7 +37,7 @@ import { TypeOrmIdempotencyStore, transactionalEntityManager } from 'nestjs-idem
 import { Redis } from 'ioredis';
 import { type Observable, of } from 'rxjs';
 import type { DataSource, Logger as TypeOrmLogger } from 'typeorm';
-import { type BenchOrder, ORDERS_TABLE, OrdersDb } from '../common/orders-db';
+import { type BenchOrder, echoOrder, ORDERS_TABLE, OrdersDb } from '../common/orders-db';
 
 const env = (name: string, fallback?: string): string => {
   const value = process.env[name] ?? fallback;
@@ -134,25 +134,12 @@ const ECHO_INTERCEPTOR = process.env.BENCH_ECHO_INTERCEPTOR === '1';
  */
 @Controller('orders')
 class EchoOrdersController {
-  private readonly createdAt = new Date('2026-12-06T00:00:00.000Z');
-
   @Post()
   @Header('Idempotent-Replayed', 'true')
   create(@Body() body: OrderInput): BenchOrder | Promise<BenchOrder> {
     return echoRedis && !ECHO_INTERCEPTOR
-      ? echoRedis.get('nestjs-idempotency-bench:echo').then(() => this.answer(body))
-      : this.answer(body);
-  }
-
-  private answer(body: OrderInput): BenchOrder {
-    return {
-      id: '1',
-      customerId: String(body.customerId ?? 'anonymous'),
-      amount: Number(body.amount ?? 0),
-      currency: String(body.currency ?? 'EUR'),
-      status: 'created',
-      createdAt: new Date(this.createdAt.getTime()),
-    };
+      ? echoRedis.get('nestjs-idempotency-bench:echo').then(() => echoOrder(body))
+      : echoOrder(body);
   }
 }
 
@@ -164,19 +151,10 @@ class EchoOrdersController {
  */
 @Injectable()
 class EchoInterceptor implements NestInterceptor {
-  private readonly createdAt = new Date('2026-12-06T00:00:00.000Z');
-
   async intercept(context: ExecutionContext): Promise<Observable<unknown>> {
     await echoRedis?.get('nestjs-idempotency-bench:echo');
     const body = context.getArgByIndex<{ body: OrderInput }>(0).body;
-    return of({
-      id: '1',
-      customerId: String(body.customerId ?? 'anonymous'),
-      amount: Number(body.amount ?? 0),
-      currency: String(body.currency ?? 'EUR'),
-      status: 'created',
-      createdAt: new Date(this.createdAt.getTime()),
-    });
+    return of(echoOrder(body));
   }
 }
 

@@ -10,6 +10,28 @@ export interface BenchOrder {
   createdAt: Date;
 }
 
+/** The creation time every echo answer carries (the references of `bench:cpu`). */
+const ECHO_CREATED_AT = new Date('2026-12-06T00:00:00.000Z').getTime();
+
+/**
+ * What the echo apps of `bench:cpu` answer for a request body: the order a replay answers (a
+ * `Date` in it), built without any database.
+ */
+export function echoOrder(body: {
+  customerId?: unknown;
+  amount?: unknown;
+  currency?: unknown;
+}): BenchOrder {
+  return {
+    id: '1',
+    customerId: String(body.customerId ?? 'anonymous'),
+    amount: Number(body.amount ?? 0),
+    currency: String(body.currency ?? 'EUR'),
+    status: 'created',
+    createdAt: new Date(ECHO_CREATED_AT),
+  };
+}
+
 /** What the handler's INSERT ... RETURNING answers. */
 type InsertedRow = { id: string; created_at: Date };
 

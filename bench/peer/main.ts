@@ -23,7 +23,7 @@ import { type Observable, of } from 'rxjs';
 import { APP_INTERCEPTOR, NestFactory } from '@nestjs/core';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Idempotent, NodeIdempotencyModule } from '@node-idempotency/nestjs';
-import { type BenchOrder, OrdersDb } from '../common/orders-db';
+import { type BenchOrder, echoOrder, OrdersDb } from '../common/orders-db';
 
 const env = (name: string, fallback?: string): string => {
   const value = process.env[name] ?? fallback;
@@ -62,19 +62,10 @@ class BareOrdersController {
 /** BENCH_STORE=echo10: what a replay answers, with no idempotency and no database (see bench/app). */
 @Controller('orders')
 class EchoOrdersController {
-  private readonly createdAt = new Date('2026-12-06T00:00:00.000Z');
-
   @Post()
   @Header('Idempotent-Replayed', 'true')
   create(@Body() body: OrderInput): BenchOrder {
-    return {
-      id: '1',
-      customerId: String(body.customerId ?? 'anonymous'),
-      amount: Number(body.amount ?? 0),
-      currency: String(body.currency ?? 'EUR'),
-      status: 'created',
-      createdAt: new Date(this.createdAt.getTime()),
-    };
+    return echoOrder(body);
   }
 }
 
@@ -94,19 +85,10 @@ const echoRedis =
  */
 @Injectable()
 class EchoInterceptor implements NestInterceptor {
-  private readonly createdAt = new Date('2026-12-06T00:00:00.000Z');
-
   async intercept(context: ExecutionContext): Promise<Observable<unknown>> {
     await echoRedis?.get('nestjs-idempotency-bench:echo');
     const body = context.getArgByIndex<{ body: OrderInput }>(0).body;
-    return of({
-      id: '1',
-      customerId: String(body.customerId ?? 'anonymous'),
-      amount: Number(body.amount ?? 0),
-      currency: String(body.currency ?? 'EUR'),
-      status: 'created',
-      createdAt: new Date(this.createdAt.getTime()),
-    });
+    return of(echoOrder(body));
   }
 }
 const ECHO_INTERCEPTOR = process.env.BENCH_ECHO_INTERCEPTOR === '1';
