@@ -78,6 +78,16 @@ async function startApp(
   };
 }
 
+/** `POST /emails` of `body` with a key of its own: the id of the queued email. */
+async function queueEmail(app: RunningApp, body: ReturnType<typeof email>): Promise<string> {
+  const response = await request(app.url)
+    .post('/emails')
+    .set('Idempotency-Key', randomUUID())
+    .send(body)
+    .expect(202);
+  return (response.body as { id: string }).id;
+}
+
 /** The row once `ready(row)` holds (the relay may record the publish after the mailer the send). */
 async function rowWhen(
   app: RunningApp,
@@ -211,12 +221,7 @@ for (const [transport, gate, transportEnv] of TRANSPORTS) {
       it('marks an email the SMTP server refuses for good (5xx) failed, and never retries it', async () => {
         const to = `refused-${randomUUID()}@example.com`;
         sink.refusals.set(to, { code: 550, message: 'No such mailbox' });
-        const { id } = (
-          await request(app.url)
-            .post('/emails')
-            .set('Idempotency-Key', randomUUID())
-            .send(email(to))
-        ).body as { id: string };
+        const id = await queueEmail(app, email(to));
         const row = await rowWhen(app, id, (r) => r.status === 'failed');
         expect(row).toMatchObject({ smtpResponse: expect.stringMatching(/^550 /) });
         expect(row.sentAt).toEqual(expect.any(String));
@@ -229,12 +234,7 @@ for (const [transport, gate, transportEnv] of TRANSPORTS) {
       it('retries an email the SMTP server refuses for now (4xx) until it is sent, once', async () => {
         const to = `busy-${randomUUID()}@example.com`;
         sink.refusals.set(to, { code: 451, message: 'Try again later', times: 2 });
-        const { id } = (
-          await request(app.url)
-            .post('/emails')
-            .set('Idempotency-Key', randomUUID())
-            .send(email(to))
-        ).body as { id: string };
+        const id = await queueEmail(app, email(to));
         await rowWhen(app, id, (r) => r.status === 'sent');
         expect(sink.recipientAttempts.get(to)).toBe(3);
         expect(sink.count(messageIdOf(id))).toBe(1);
@@ -246,9 +246,7 @@ for (const [transport, gate, transportEnv] of TRANSPORTS) {
           message: 'Sender not allowed',
           times: 1,
         });
-        const { id } = (
-          await request(app.url).post('/emails').set('Idempotency-Key', randomUUID()).send(email())
-        ).body as { id: string };
+        const id = await queueEmail(app, email());
         await rowWhen(app, id, (r) => r.status === 'sent');
         expect(sink.refusals.get('orders@example.com')?.times).toBe(0);
         expect(sink.count(messageIdOf(id))).toBe(1);
