@@ -73,27 +73,17 @@ export class Child {
 
   /** Resolves once `pattern` appears in stdout or stderr; rejects if the process exits first. */
   waitForOutput(pattern: RegExp, timeoutMs = START_TIMEOUT_MS): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        if (pattern.test(this.stdoutText) || pattern.test(this.stderrText)) {
-          done();
-          resolve();
-        } else if (this.exit) {
-          done();
-          reject(new Error(`${this.name} exited (${this.describeExit()}) ${this.tail()}`));
-        }
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`${this.name}: no ${pattern} after ${timeoutMs} ms ${this.tail()}`));
-      }, timeoutMs);
-      const done = () => {
-        clearTimeout(timer);
-        this.listeners.delete(check);
-      };
-      this.listeners.add(check);
-      check();
-    });
+    return whenNotified(
+      this.listeners,
+      () =>
+        pattern.test(this.stdoutText) ||
+        pattern.test(this.stderrText) ||
+        (this.exit
+          ? new Error(`${this.name} exited (${this.describeExit()}) ${this.tail()}`)
+          : false),
+      () => new Error(`${this.name}: no ${pattern} after ${timeoutMs} ms ${this.tail()}`),
+      timeoutMs,
+    );
   }
 
   /** Sends `signal`, if the process still runs. */
@@ -212,4 +202,41 @@ export async function eventually(
     }
     await sleep(intervalMs);
   }
+}
+
+/**
+ * Resolves once `settled()` is `true`, or rejects with the Error it returns, checked now and each
+ * time one of `listeners` is called (the caller calls them on news); rejects with `timeout()`
+ * after `timeoutMs`. Its listener is removed either way.
+ */
+export function whenNotified(
+  listeners: Set<() => void>,
+  settled: () => boolean | Error,
+  timeout: () => Error,
+  timeoutMs: number,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      const outcome = settled();
+      if (outcome === false) {
+        return;
+      }
+      done();
+      if (outcome === true) {
+        resolve();
+      } else {
+        reject(outcome);
+      }
+    };
+    const timer = setTimeout(() => {
+      done();
+      reject(timeout());
+    }, timeoutMs);
+    const done = () => {
+      clearTimeout(timer);
+      listeners.delete(check);
+    };
+    listeners.add(check);
+    check();
+  });
 }

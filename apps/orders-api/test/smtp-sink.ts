@@ -1,5 +1,6 @@
 import { SMTPServer } from 'smtp-server';
 import type { AddressInfo } from 'node:net';
+import { whenNotified } from '../../../test/utils/processes';
 
 /** One message the sink accepted. */
 export interface SinkDelivery {
@@ -115,24 +116,12 @@ export class SmtpSink {
 
   /** Resolves once `condition()` holds, checked on every delivery; fails after `timeoutMs`. */
   until(condition: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        if (condition()) {
-          done();
-          resolve();
-        }
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`SMTP sink: no ${what} after ${timeoutMs} ms`));
-      }, timeoutMs);
-      const done = () => {
-        clearTimeout(timer);
-        this.listeners.delete(check);
-      };
-      this.listeners.add(check);
-      check();
-    });
+    return whenNotified(
+      this.listeners,
+      condition,
+      () => new Error(`SMTP sink: no ${what} after ${timeoutMs} ms`),
+      timeoutMs,
+    );
   }
 
   close(): Promise<void> {
