@@ -123,6 +123,11 @@ interface PgPool {
 const RETRYABLE = new Set(['ER_LOCK_DEADLOCK', '40P01', '40001', 'SQLITE_BUSY']);
 const MAX_ATTEMPTS = 5;
 
+/** Whether a statement that failed with the driver's error `code` on try `attempt` is tried again. */
+function triesAgain(code: unknown, attempt: number): boolean {
+  return attempt < MAX_ATTEMPTS && typeof code === 'string' && RETRYABLE.has(code);
+}
+
 /**
  * A store in a SQL database through TypeORM: PostgreSQL, MySQL/MariaDB, or SQLite
  * (better-sqlite3). Records live in one table (see `CreateIdempotencyRecordsTable` and the
@@ -707,8 +712,7 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
         return await pool.query({ name, text, values });
       } catch (error) {
         logger.logQueryError(error as Error, text, values);
-        const code = (error as { code?: unknown }).code;
-        if (attempt >= MAX_ATTEMPTS || typeof code !== 'string' || !RETRYABLE.has(code)) {
+        if (!triesAgain((error as { code?: unknown }).code, attempt)) {
           throw error;
         }
       }
@@ -721,9 +725,9 @@ export class TypeOrmIdempotencyStore extends IdempotencyStore implements OnModul
       try {
         return await (inTurn ? this.exclusive(() => work(runner)) : work(runner));
       } catch (error) {
-        const code = (error as { driverError?: { code?: string }; code?: string }).driverError
-          ?.code;
-        if (attempt >= MAX_ATTEMPTS || !code || !RETRYABLE.has(code)) {
+        if (
+          !triesAgain((error as { driverError?: { code?: unknown } }).driverError?.code, attempt)
+        ) {
           throw error;
         }
       } finally {
