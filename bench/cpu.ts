@@ -18,18 +18,11 @@
  * idempotency_bench_cpu), which `--prepare` (re)creates with the benchmark's tables.
  */
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { cpuDeltaMs, processCpuMs, statTimes } from './lib/proc';
 import { join } from 'node:path';
 import { createBenchDatabase, databaseUrl as serverDatabaseUrl } from './lib/database';
 import { load, send } from './lib/load';
 import { type Platform, type RunningServer, startServer } from './lib/servers';
-
-/** User and system CPU time (ms) in a /proc stat file. */
-function statTimes(file: string): { user: number; system: number } {
-  const stat = readFileSync(file, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return { user: Number(fields[11]) * 10, system: Number(fields[12]) * 10 };
-}
 
 /**
  * A server's CPU time so far, in milliseconds: user and system of the whole process, and of its
@@ -41,44 +34,9 @@ function cpuTimes(server: RunningServer): { user: number; system: number; main: 
   return { ...statTimes(`/proc/${pid}/stat`), main: main.user + main.system };
 }
 
-/**
- * CPU time (ms) so far of each process of the local database and Redis servers: every process
- * named `postgres` (backends and background workers) or `redis-server`, read from /proc.
- */
-function serverTimes(): Map<string, { server: 'postgres' | 'redis'; ms: number }> {
-  const times = new Map<string, { server: 'postgres' | 'redis'; ms: number }>();
-  for (const pid of readdirSync('/proc')) {
-    if (!/^\d+$/.test(pid)) {
-      continue;
-    }
-    try {
-      const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-      const server =
-        comm === 'postgres' ? 'postgres' : comm === 'redis-server' ? 'redis' : undefined;
-      if (server) {
-        const { user, system } = statTimes(`/proc/${pid}/stat`);
-        times.set(pid, { server, ms: user + system });
-      }
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  return times;
-}
-
-/**
- * The servers' CPU time (ms) between two readings, process by process: one that started in
- * between counts from zero, one that ended in between is missed (the apps keep their pools open).
- */
-function serverDelta(
-  before: ReturnType<typeof serverTimes>,
-  after: ReturnType<typeof serverTimes>,
-): { postgres: number; redis: number } {
-  const delta = { postgres: 0, redis: 0 };
-  for (const [pid, { server, ms }] of after) {
-    delta[server] += ms - (before.get(pid)?.ms ?? 0);
-  }
-  return delta;
+/** CPU time (ms) so far of each process of the local PostgreSQL and Redis servers, by pid. */
+function serverTimes(): { postgres: Map<number, number>; redis: Map<number, number> } {
+  return { postgres: processCpuMs('postgres'), redis: processCpuMs('redis-server') };
 }
 
 const ROOT = join(__dirname, '..');
@@ -177,7 +135,11 @@ async function main(): Promise<void> {
         });
         const after = cpuTimes(server);
         const loader = process.cpuUsage(loaderBefore);
-        const servers = serverDelta(serversBefore, serverTimes());
+        const serversAfter = serverTimes();
+        const servers = {
+          postgres: cpuDeltaMs(serversBefore.postgres, serversAfter.postgres),
+          redis: cpuDeltaMs(serversBefore.redis, serversAfter.redis),
+        };
         if (result.non2xx + result.errors > 0) {
           throw new Error(`${server.spec.name}: ${result.non2xx} non-2xx, ${result.errors} errors`);
         }

@@ -24,7 +24,7 @@
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes, randomInt, randomUUID } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -47,6 +47,8 @@ import {
 // The library's own body encoding (not exported: the interceptor applies it), so the stored
 // bodies are byte for byte what the sample stores.
 import { encodeBody } from '../libs/idempotency/src/engine/body-codec';
+import { databaseUrl } from './lib/database';
+import { cpuDeltaMs, processCpuMs } from './lib/proc';
 
 const RECORDS = Number(process.env.SIZING_RECORDS ?? 20_000);
 const SKIP = process.env.SIZING_SKIP ? new RegExp(process.env.SIZING_SKIP) : undefined;
@@ -713,42 +715,6 @@ async function measureCluster(): Promise<void> {
 // PostgreSQL
 // ---------------------------------------------------------------------------------------------
 
-function databaseUrl(base: string, name: string): string {
-  const url = new URL(base);
-  url.pathname = `/${name}`;
-  return url.toString();
-}
-
-/** utime + stime of the local processes called `command`, in seconds, by pid. */
-function processCpu(command: string): Map<number, number> {
-  const cpu = new Map<number, number>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) {
-      continue;
-    }
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const close = stat.lastIndexOf(')');
-      if (stat.slice(stat.indexOf('(') + 1, close) !== command) {
-        continue;
-      }
-      const fields = stat.slice(close + 2).split(' ');
-      cpu.set(Number(entry), (Number(fields[11]) + Number(fields[12])) / 100);
-    } catch {
-      // The process ended meanwhile.
-    }
-  }
-  return cpu;
-}
-
-function cpuDelta(before: Map<number, number>, after: Map<number, number>): number {
-  let total = 0;
-  for (const [pid, seconds] of after) {
-    total += seconds - (before.get(pid) ?? 0);
-  }
-  return total;
-}
-
 async function walLsn(db: Client): Promise<string> {
   return (await db.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0].lsn;
 }
@@ -808,6 +774,7 @@ interface Throughput {
   requests: number;
   seconds: number;
   statements: number;
+  /** The server's CPU seconds over the run. */
   serverCpu?: number;
 }
 
@@ -832,7 +799,7 @@ async function throughput(
   try {
     // Execute: as many new keys as fit in `seconds`.
     const tag = `tp-${connections}`;
-    let cpuBefore = processCpu(serverProcess);
+    let cpuBefore = processCpuMs(serverProcess);
     let started = performance.now();
     const done = await inParallel(
       Number.MAX_SAFE_INTEGER,
@@ -845,11 +812,11 @@ async function throughput(
       requests: done,
       seconds: (performance.now() - started) / 1000,
       statements: type === 'postgres' ? 2 : 3,
-      serverCpu: cpuDelta(cpuBefore, processCpu(serverProcess)),
+      serverCpu: cpuDeltaMs(cpuBefore, processCpuMs(serverProcess)) / 1000,
     });
     // Replay: claims of completed keys, round robin over 64.
     const replayKeys = (await fill(store, `${tag}-replay`, kind, 64, 8)).keys;
-    cpuBefore = processCpu(serverProcess);
+    cpuBefore = processCpuMs(serverProcess);
     started = performance.now();
     const replayed = await inParallel(
       Number.MAX_SAFE_INTEGER,
@@ -872,7 +839,7 @@ async function throughput(
       requests: replayed,
       seconds: (performance.now() - started) / 1000,
       statements: type === 'postgres' ? 1 : 2,
-      serverCpu: cpuDelta(cpuBefore, processCpu(serverProcess)),
+      serverCpu: cpuDeltaMs(cpuBefore, processCpuMs(serverProcess)) / 1000,
     });
   } finally {
     store.onModuleDestroy();
@@ -1014,7 +981,7 @@ async function measurePostgres(): Promise<void> {
     await db.query(`TRUNCATE ${TABLE}`);
 
     log('PostgreSQL: throughput');
-    const local = processCpu('postgres').size > 0;
+    const local = processCpuMs('postgres').size > 0;
     const tp = [
       ...(await throughput(url, 'postgres', 1, 5, 'postgres')),
       ...(await throughput(url, 'postgres', 8, 5, 'postgres')),

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { statTimes } from './proc';
 import { join } from 'node:path';
 
 export type Platform = 'express' | 'fastify';
@@ -30,20 +30,14 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
-/** Clock ticks per second of /proc/<pid>/stat (USER_HZ: 100 on Linux). */
-const TICKS_PER_SECOND = 100;
-
 /**
  * CPU time (user + system) the server process has used so far, in milliseconds, from
  * /proc/<pid>/stat; `undefined` where there is no /proc (the report then leaves the column out).
  */
 export function cpuTimeMs(server: RunningServer): number | undefined {
   try {
-    const stat = readFileSync(`/proc/${server.child.pid}/stat`, 'utf8');
-    // Fields after the command name (which may hold spaces, inside parentheses): utime is the
-    // 14th field of the line and stime the 15th.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS_PER_SECOND;
+    const { user, system } = statTimes(`/proc/${server.child.pid}/stat`);
+    return user + system;
   } catch {
     return undefined;
   }
