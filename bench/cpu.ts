@@ -22,7 +22,7 @@ import { cpuDeltaMs, processCpuMs, statTimes } from './lib/proc';
 import { join } from 'node:path';
 import { createBenchDatabase, databaseUrl as serverDatabaseUrl } from './lib/database';
 import { load, send } from './lib/load';
-import { type Platform, type RunningServer, startServer } from './lib/servers';
+import { appOf, type Platform, type RunningServer, startServer } from './lib/servers';
 
 /**
  * A server's CPU time so far, in milliseconds: user and system of the whole process, and of its
@@ -44,7 +44,8 @@ const args = process.argv.slice(2).filter((arg) => arg !== '--prepare');
 const [platform = 'express', kindList = 'redis,peer', path = 'replay'] = args;
 const REQUESTS = Number(args[3] ?? 20_000);
 const ROUNDS = Number(args[4] ?? 3);
-const CONNECTIONS = 16;
+/** BENCH_CPU_CONNECTIONS: connections of the measured rounds (16; 1 to compare with bench:instructions). */
+const CONNECTIONS = Number(process.env.BENCH_CPU_CONNECTIONS ?? 16);
 const RUN_ID = randomBytes(4).toString('hex');
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const PG_URL = process.env.POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -66,23 +67,17 @@ async function main(): Promise<void> {
   const servers: RunningServer[] = [];
   let port = 4300;
   for (const kindName of kinds) {
-    // `echo+i`, `echo10+i`, `echo+r`, `echo+ir`, `echo10+ir`: the echo app with a replay-shaped interceptor, a Redis GET, or both.
-    const kind = kindName.replace(/\+(i|r|ir|nc)$/, '');
+    const { kind, env } = appOf(kindName);
     const name = `${platform}-${kindName}`;
     servers.push(
       await startServer(
         {
           name,
           platform: platform as Platform,
-          kind: kind as RunningServer['spec']['kind'],
+          kind,
           port: port++,
           clientName: `cpu-${RUN_ID}-${name}`,
-          env: {
-            BENCH_REDIS_PREFIX: `nestjs-idempotency-cpu:${RUN_ID}:${kind}:`,
-            ...(/\+i?r?$/.exec(kindName)?.[0].includes('i') ? { BENCH_ECHO_INTERCEPTOR: '1' } : {}),
-            ...(/\+i?r?$/.exec(kindName)?.[0].includes('r') ? { BENCH_ECHO_REDIS: '1' } : {}),
-            ...(kindName.endsWith('+nc') ? { BENCH_REDIS_COALESCE: '0' } : {}),
-          },
+          env: { BENCH_REDIS_PREFIX: `nestjs-idempotency-cpu:${RUN_ID}:${kind}:`, ...env },
           nodeArgs:
             process.env.BENCH_CPU_PROFILE === '1'
               ? ['--cpu-prof', `--cpu-prof-dir=${join(ROOT, 'bench/results/profiles')}`]
@@ -118,7 +113,7 @@ async function main(): Promise<void> {
       if (path === 'replay') {
         await send(server.url, 64, nextKey);
       }
-      await load(server.url, { connections: CONNECTIONS, amount: 3_000, nextKey });
+      await load(server.url, { connections: 16, amount: 3_000, nextKey });
       served.set(server, 3_064);
       figures.set(server, []);
     }
@@ -160,7 +155,9 @@ async function main(): Promise<void> {
       await server.stop();
     }
   }
-  console.log(`${platform} ${path}, ${REQUESTS} requests x ${ROUNDS} rounds (interleaved)`);
+  console.log(
+    `${platform} ${path}, ${REQUESTS} requests x ${ROUNDS} rounds (interleaved), ${CONNECTIONS} connections`,
+  );
   for (const server of servers) {
     const rounds = figures.get(server)!;
     const us = rounds.map((r) => r.us);

@@ -21,6 +21,8 @@ export interface ServerSpec {
   clientName?: string;
   env?: Record<string, string>;
   nodeArgs?: string[];
+  /** A command the app runs under (`valgrind ...`): the app is started as its last arguments. */
+  wrapper?: string[];
 }
 
 export interface RunningServer {
@@ -28,6 +30,27 @@ export interface RunningServer {
   url: string;
   child: ChildProcess;
   stop(): Promise<void>;
+}
+
+/**
+ * The server kind and environment of a `bench:cpu` / `bench:instructions` app name: a kind, or
+ * `echo` / `echo10` with `+i` (a replay-shaped interceptor answers), `+r` (after one ioredis GET)
+ * or both (`+ir`), or `redis+nc` (the Redis store with `coalesceWrites: false`).
+ */
+export function appOf(name: string): { kind: ServerKind; env: Record<string, string> } {
+  const suffix = /\+(i|r|ir|nc)$/.exec(name)?.[1] ?? '';
+  const env: Record<string, string> = {};
+  if (suffix === 'nc') {
+    env.BENCH_REDIS_COALESCE = '0';
+  } else {
+    if (suffix.includes('i')) {
+      env.BENCH_ECHO_INTERCEPTOR = '1';
+    }
+    if (suffix.includes('r')) {
+      env.BENCH_ECHO_REDIS = '1';
+    }
+  }
+  return { kind: name.slice(0, name.length - (suffix ? suffix.length + 1 : 0)) as ServerKind, env };
 }
 
 /**
@@ -62,7 +85,10 @@ export function startServer(
     ...(peer ? [] : ['-r', 'tsconfig-paths/register']),
     entry,
   ];
-  const child = spawn(process.execPath, args, {
+  const wrapper = spec.wrapper ?? [];
+  const command = wrapper.length > 0 ? wrapper[0] : process.execPath;
+  const commandArgs = wrapper.length > 0 ? [...wrapper.slice(1), process.execPath, ...args] : args;
+  const child = spawn(command, commandArgs, {
     cwd: ROOT,
     env: {
       ...process.env,
@@ -83,10 +109,11 @@ export function startServer(
     }
   });
   return new Promise((resolve, reject) => {
+    const startMs = wrapper.length > 0 ? 300_000 : 90_000;
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`${spec.name} did not start within 90 s`));
-    }, 90_000);
+      reject(new Error(`${spec.name} did not start within ${startMs / 1000} s`));
+    }, startMs);
     let output = '';
     child.stdout?.on('data', (chunk: Buffer) => {
       output += chunk.toString();
