@@ -103,7 +103,7 @@ function table(kinds: string[], profiles: InstructionProfile[]): void {
   console.log(`| thousand instructions per request | ${kinds.join(' | ')} |`);
   console.log(`| --- | ${kinds.map(() => '---:').join(' | ')} |`);
   row(
-    '**total** (compilers left out)',
+    '**total** (compilers and GC apart)',
     profiles.map((p) => p.total),
   );
   const packages = [...new Set(profiles.flatMap((p) => [...p.byPackage.keys()]))]
@@ -117,10 +117,16 @@ function table(kinds: string[], profiles: InstructionProfile[]): void {
     );
   }
   row(
+    '(V8 garbage collector, apart)',
+    profiles.map((p) => p.gc),
+  );
+  row(
     '(V8 compilers, apart)',
     profiles.map((p) => p.compilers),
   );
-  console.log(`\nBy the kind of code that ran (the same instructions, not charged to callers):\n`);
+  console.log(
+    `\nBy the kind of code that ran (the same instructions and the GC's, not charged to callers):\n`,
+  );
   console.log(`| thousand instructions per request | ${kinds.join(' | ')} |`);
   console.log(`| --- | ${kinds.map(() => '---:').join(' | ')} |`);
   const categories = [...new Set(profiles.flatMap((p) => [...p.byCategory.keys()]))].sort(

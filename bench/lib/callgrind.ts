@@ -102,7 +102,7 @@ export interface InstructionProfile {
   byPackage: Map<string, number>;
   /** Per package, then per function (JavaScript or native) charged to it. */
   byFunction: Map<string, Map<string, number>>;
-  /** Per category of the code that ran (JavaScript, builtins, runtime, GC, ...), per request. */
+  /** Per category of the code that ran (JavaScript, builtins, runtime, GC, ...), compilers left out. */
   byCategory: Map<string, number>;
 }
 
@@ -247,12 +247,12 @@ export function readInstructionProfile(
       compilers += perRequest(count);
       continue;
     }
+    byCategory.set(label.category, (byCategory.get(label.category) ?? 0) + perRequest(count));
     if (label.category === 'V8 GC') {
       gc += perRequest(count);
       continue;
     }
     total += perRequest(count);
-    byCategory.set(label.category, (byCategory.get(label.category) ?? 0) + perRequest(count));
     for (const [pkg, part] of shareOf(fnId)) {
       byPackage.set(pkg, (byPackage.get(pkg) ?? 0) + perRequest(count) * part);
       let functions = byFunction.get(pkg);
