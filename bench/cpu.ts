@@ -9,9 +9,11 @@
  * the answer a replay gives, with no idempotency and no database, on Nest 12 and on the peer's
  * Nest 10; echo+i and echo10+i: the same answered by a global interceptor shaped like a replay
  * (the handler does not run); echo+r: the echo handler answering after one Redis GET on ioredis;
- * echo+ir and echo10+ir: the interceptor answering after that GET; redis+nc: the Redis store with
- * coalesceWrites: false). path: replay (64 keys completed first, round
- * robin) or execute (a new key per request).
+ * echo+ir and echo10+ir: the interceptor answering after that GET; none+i: the bare handler behind a
+ * pass-through async interceptor; none+ir: the same interceptor with one Redis GET before the
+ * handler and one after, as a claim and a completion; redis+nc: the Redis store with
+ * coalesceWrites: false). path: replay (64 keys completed first, round robin) or execute (a new key
+ * per request).
  * BENCH_CPU_PROFILE=1 starts the apps with --cpu-prof (profiles in bench/results/profiles, written
  * when they stop; read them with `npm run bench:profile -- <file> <requests>`, with the requests
  * served that it prints). It uses a database of its own, BENCH_CPU_DB (default

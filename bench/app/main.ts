@@ -10,6 +10,7 @@
 import 'reflect-metadata';
 import {
   Body,
+  type CallHandler,
   Controller,
   type ExecutionContext,
   Get,
@@ -35,7 +36,9 @@ import {
 import { RedisIdempotencyStore } from 'nestjs-idempotency/redis';
 import { TypeOrmIdempotencyStore, transactionalEntityManager } from 'nestjs-idempotency/typeorm';
 import { Redis } from 'ioredis';
-import { type Observable, of } from 'rxjs';
+import { randomUUID } from 'node:crypto';
+import { Pool } from 'pg';
+import { lastValueFrom, type Observable, of } from 'rxjs';
 import type { DataSource, Logger as TypeOrmLogger } from 'typeorm';
 import { type BenchOrder, echoOrder, ORDERS_TABLE, OrdersDb } from '../common/orders-db';
 
@@ -122,10 +125,15 @@ type OrderInput = { customerId?: string; amount?: number; currency?: string };
  * makes one: what answering after a round trip costs, with no idempotency.
  */
 const echoRedis =
-  STORE === 'echo' && process.env.BENCH_ECHO_REDIS === '1'
+  (STORE === 'echo' || STORE === 'none') && process.env.BENCH_ECHO_REDIS === '1'
     ? new Redis(env('BENCH_REDIS_URL'))
     : undefined;
 const ECHO_INTERCEPTOR = process.env.BENCH_ECHO_INTERCEPTOR === '1';
+/** BENCH_ECHO_PG=1 (kind `none+ip`): the execute-shaped interceptor writes to PostgreSQL instead. */
+const echoPg =
+  STORE === 'none' && process.env.BENCH_ECHO_PG === '1'
+    ? new Pool({ connectionString: DATABASE_URL, max: 4, idleTimeoutMillis: 1_000 })
+    : undefined;
 
 /**
  * BENCH_STORE=echo: no idempotency and no database, the handler answers what a replay answers (the
@@ -155,6 +163,46 @@ class EchoInterceptor implements NestInterceptor {
     await echoRedis?.get('nestjs-idempotency-bench:echo');
     const body = context.getArgByIndex<{ body: OrderInput }>(0).body;
     return of(echoOrder(body));
+  }
+}
+
+/**
+ * With BENCH_STORE=none and BENCH_ECHO_INTERCEPTOR=1 (bench:cpu kinds `none+i`, `none+ir`): a global
+ * interceptor shaped like an execute around the bare handler: it awaits (one Redis GET with
+ * BENCH_ECHO_REDIS=1, as a claim), runs the handler, awaits again (a second GET, as a completion)
+ * and answers the handler's value. What Nest's pipeline and two round trips cost an execute, with
+ * no idempotency logic. With BENCH_ECHO_PG=1 (`none+ip`) the two round trips are the TypeORM
+ * store's two writes on PostgreSQL (an INSERT of an in-flight row, an UPDATE completing it), sent
+ * as they are with nothing computed: what those statements cost the app and the database.
+ */
+@Injectable()
+class ExecuteShapedInterceptor implements NestInterceptor {
+  async intercept(_context: ExecutionContext, next: CallHandler): Promise<Observable<unknown>> {
+    if (echoPg) {
+      return this.aroundPostgres(next);
+    }
+    await echoRedis?.get('nestjs-idempotency-bench:claim');
+    const value = await lastValueFrom(next.handle());
+    await echoRedis?.get('nestjs-idempotency-bench:complete');
+    return of(value);
+  }
+
+  /** The TypeORM store's two writes on PostgreSQL, as plain prepared statements on a pool. */
+  private async aroundPostgres(next: CallHandler): Promise<Observable<unknown>> {
+    const key = randomUUID();
+    const now = Date.now();
+    await echoPg!.query({
+      name: 'bench-claim',
+      text: `INSERT INTO idempotency_records (storage_key, fingerprint, state, owner_token, lease_expires_at, expires_at, created_at) VALUES ($1, $1, 'in_flight', $1, $2, $2, $3) ON CONFLICT (storage_key) DO NOTHING`,
+      values: [key, now + 30_000, now],
+    });
+    const value = await lastValueFrom(next.handle());
+    await echoPg!.query({
+      name: 'bench-complete',
+      text: `UPDATE idempotency_records SET state = 'completed', owner_token = NULL, lease_expires_at = NULL, response_status = 201, response_headers = '{}', response_body = $2, expires_at = $3 WHERE storage_key = $1 AND owner_token = $1`,
+      values: [key, JSON.stringify(value), now + TTL_MS],
+    });
+    return of(value);
   }
 }
 
@@ -225,6 +273,9 @@ function idempotencyModule(): DynamicModule[] {
     { provide: OrdersDb, useFactory: () => new OrdersDb(DATABASE_URL) },
     ...(STORE === 'echo' && ECHO_INTERCEPTOR
       ? [{ provide: APP_INTERCEPTOR, useClass: EchoInterceptor }]
+      : []),
+    ...(STORE === 'none' && ECHO_INTERCEPTOR
+      ? [{ provide: APP_INTERCEPTOR, useClass: ExecuteShapedInterceptor }]
       : []),
   ],
 })

@@ -12,6 +12,12 @@ declare module 'pg' {
   export class Pool implements Queryable {
     constructor(config: { connectionString: string; max?: number; idleTimeoutMillis?: number });
     query<R = Record<string, unknown>>(text: string, values?: unknown[]): Promise<QueryResult<R>>;
+    /** A named (prepared) statement. */
+    query<R = Record<string, unknown>>(config: {
+      name: string;
+      text: string;
+      values: unknown[];
+    }): Promise<QueryResult<R>>;
     end(): Promise<void>;
   }
   export class Client implements Queryable {

@@ -35,10 +35,12 @@ export interface RunningServer {
 /**
  * The server kind and environment of a `bench:cpu` / `bench:instructions` app name: a kind, or
  * `echo` / `echo10` with `+i` (a replay-shaped interceptor answers), `+r` (after one ioredis GET)
- * or both (`+ir`), or `redis+nc` (the Redis store with `coalesceWrites: false`).
+ * or both (`+ir`), `none+i`, `none+ir` and `none+ip` (the bare handler behind an execute-shaped
+ * interceptor: alone, with two Redis GETs, with the TypeORM store's two PostgreSQL writes), or
+ * `redis+nc` (the Redis store with `coalesceWrites: false`).
  */
 export function appOf(name: string): { kind: ServerKind; env: Record<string, string> } {
-  const suffix = /\+(i|r|ir|nc)$/.exec(name)?.[1] ?? '';
+  const suffix = /\+(i|r|ir|ip|nc)$/.exec(name)?.[1] ?? '';
   const env: Record<string, string> = {};
   if (suffix === 'nc') {
     env.BENCH_REDIS_COALESCE = '0';
@@ -48,6 +50,9 @@ export function appOf(name: string): { kind: ServerKind; env: Record<string, str
     }
     if (suffix.includes('r')) {
       env.BENCH_ECHO_REDIS = '1';
+    }
+    if (suffix === 'ip') {
+      env.BENCH_ECHO_PG = '1';
     }
   }
   return { kind: name.slice(0, name.length - (suffix ? suffix.length + 1 : 0)) as ServerKind, env };
