@@ -9,10 +9,10 @@
  * the answer a replay gives, with no idempotency and no database, on Nest 12 and on the peer's
  * Nest 10; echo+i and echo10+i: the same answered by a global interceptor shaped like a replay
  * (the handler does not run); echo+r: the echo handler answering after one Redis GET on ioredis;
- * echo+ir and echo10+ir: the interceptor answering after that GET; none+i: the bare handler behind a
- * pass-through async interceptor; none+ir: the same interceptor with one Redis GET before the
- * handler and one after, as a claim and a completion; redis+nc: the Redis store with
- * coalesceWrites: false). path: replay (64 keys completed first, round robin) or execute (a new key
+ * echo+ir and echo10+ir: the interceptor answering after that GET; none+i: the bare handler behind
+ * a pass-through async interceptor; none+ir: the same interceptor with one Redis GET before the
+ * handler and one after, as a claim and a completion; none+ip: the same with the TypeORM store's
+ * two PostgreSQL writes instead of the GETs; redis+nc: the Redis store with coalesceWrites: false). path: replay (64 keys completed first, round robin) or execute (a new key
  * per request).
  * BENCH_CPU_PROFILE=1 starts the apps with --cpu-prof (profiles in bench/results/profiles, written
  * when they stop; read them with `npm run bench:profile -- <file> <requests>`, with the requests
@@ -46,7 +46,7 @@ const args = process.argv.slice(2).filter((arg) => arg !== '--prepare');
 const [platform = 'express', kindList = 'redis,peer', path = 'replay'] = args;
 const REQUESTS = Number(args[3] ?? 20_000);
 const ROUNDS = Number(args[4] ?? 3);
-/** BENCH_CPU_CONNECTIONS: connections of the measured rounds (16; 1 to compare with bench:instructions). */
+/** BENCH_CPU_CONNECTIONS: connections in the measured rounds (16; 1 as bench:instructions counts). */
 const CONNECTIONS = Number(process.env.BENCH_CPU_CONNECTIONS ?? 16);
 const RUN_ID = randomBytes(4).toString('hex');
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';

@@ -1,19 +1,20 @@
 /**
- * `npm run bench:instructions -- <platform> <kinds> <path> [requests] [warmup] [--prepare]`: instructions per
- * request of a few apps, counted by valgrind's callgrind and charged to the JavaScript package that
- * caused them (see lib/callgrind.ts). Unlike CPU time, an instruction count does not move with
- * what else the machine runs: the same app, requests and warm-up give the same figure within a
- * percent or two, so two apps can be compared on a shared machine.
+ * `npm run bench:instructions -- <platform> <kinds> <path> [requests] [warmup] [--prepare]`:
+ * instructions per request of a few apps, counted by valgrind's callgrind and charged to the
+ * JavaScript package that caused them (see lib/callgrind.ts). Unlike CPU time, an instruction count
+ * does not move with what else the machine runs: the same app, requests and warm-up give the same
+ * figure within a percent or two, so two apps can be compared on a shared machine.
  *
- * Each app (kinds as in `bench:cpu`: redis, peer, none, nest10, echo+ir, echo10+ir, ...) runs under
- * `valgrind --tool=callgrind` with instrumentation off and Node's `--perf-basic-prof`; it serves
- * `warmup` requests (16 connections, default 40,000) so that V8 has compiled the hot code, then
- * counts `requests` requests (default 1,000) sent one at a time, one connection, and stops. What it
- * leaves out: the kernel's work (system calls, loopback TCP), which `bench:cpu`'s system time
- * shows; V8's compilers, reported apart (tiering up that had not settled by the end of the
- * warm-up); and V8's garbage collector, reported apart too (whether a full collection falls
- * within the counted requests is chance, and moves the figure more than any library does). Needs valgrind (Debian: `apt-get install valgrind`); an app runs about 30 times slower
- * under it, so count on two to three minutes per app.
+ * Each app (kinds as in `bench:cpu`: redis, peer, none, nest10, echo+ir, echo10+ir, none+ir, ...)
+ * runs under `valgrind --tool=callgrind` with instrumentation off and Node's `--perf-basic-prof`;
+ * it serves `warmup` requests (16 connections, default 40,000) so that V8 has compiled the hot code,
+ * then counts `requests` requests (default 1,000) sent one at a time, one connection, and stops.
+ * What it leaves out: the kernel's work (system calls, loopback TCP), which `bench:cpu`'s system
+ * time shows; V8's compilers, reported apart (tiering up that had not settled by the end of the
+ * warm-up); and V8's garbage collector, reported apart too (whether a full collection falls within
+ * the counted requests is chance, and moves the figure more than any library does). Needs valgrind
+ * (Debian: `apt-get install valgrind`); an app runs about 30 times slower under it, so count on two
+ * to three minutes per app, more on Express.
  *
  * It uses `bench:cpu`'s database (BENCH_CPU_DB, default idempotency_bench_cpu), which `--prepare`
  * (re)creates. BENCH_INSTRUCTIONS_FUNCTIONS=<package>[,<package>]: also the functions charged to

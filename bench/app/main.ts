@@ -129,7 +129,7 @@ const echoRedis =
     ? new Redis(env('BENCH_REDIS_URL'))
     : undefined;
 const ECHO_INTERCEPTOR = process.env.BENCH_ECHO_INTERCEPTOR === '1';
-/** BENCH_ECHO_PG=1 (kind `none+ip`): the execute-shaped interceptor writes to PostgreSQL instead. */
+/** BENCH_ECHO_PG=1 (kind `none+ip`): the execute-shaped interceptor writes to PostgreSQL. */
 const echoPg =
   STORE === 'none' && process.env.BENCH_ECHO_PG === '1'
     ? new Pool({ connectionString: DATABASE_URL, max: 4, idleTimeoutMillis: 1_000 })
@@ -167,8 +167,8 @@ class EchoInterceptor implements NestInterceptor {
 }
 
 /**
- * With BENCH_STORE=none and BENCH_ECHO_INTERCEPTOR=1 (bench:cpu kinds `none+i`, `none+ir`): a global
- * interceptor shaped like an execute around the bare handler: it awaits (one Redis GET with
+ * With BENCH_STORE=none and BENCH_ECHO_INTERCEPTOR=1 (bench:cpu kinds `none+i`, `none+ir`): a
+ * global interceptor shaped like an execute around the bare handler: it awaits (one Redis GET with
  * BENCH_ECHO_REDIS=1, as a claim), runs the handler, awaits again (a second GET, as a completion)
  * and answers the handler's value. What Nest's pipeline and two round trips cost an execute, with
  * no idempotency logic. With BENCH_ECHO_PG=1 (`none+ip`) the two round trips are the TypeORM

@@ -102,7 +102,7 @@ export interface InstructionProfile {
   byPackage: Map<string, number>;
   /** Per package, then per function (JavaScript or native) charged to it. */
   byFunction: Map<string, Map<string, number>>;
-  /** Per category of the code that ran (JavaScript, builtins, runtime, GC, ...), compilers left out. */
+  /** Per kind of code that ran (JavaScript, builtins, runtime, GC, ...), compilers left out. */
   byCategory: Map<string, number>;
 }
 
