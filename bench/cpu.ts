@@ -12,8 +12,10 @@
  * echo+ir and echo10+ir: the interceptor answering after that GET; none+i: the bare handler behind
  * a pass-through async interceptor; none+ir: the same interceptor with one Redis GET before the
  * handler and one after, as a claim and a completion; none+ip: the same with the TypeORM store's
- * two PostgreSQL writes instead of the GETs; redis+nc: the Redis store with coalesceWrites: false). path: replay (64 keys completed first, round robin) or execute (a new key
- * per request).
+ * two PostgreSQL writes instead of the GETs; none+is: the same interceptor doing what SEMANTICS
+ * requires of an execute and nothing else, inline, on the Redis store's claim and completion;
+ * redis+nc: the Redis store with coalesceWrites: false). path: replay (64 keys completed first,
+ * round robin) or execute (a new key per request).
  * BENCH_CPU_PROFILE=1 starts the apps with --cpu-prof (profiles in bench/results/profiles, written
  * when they stop; read them with `npm run bench:profile -- <file> <requests>`, with the requests
  * served that it prints). It uses a database of its own, BENCH_CPU_DB (default

@@ -17,8 +17,10 @@
  * to three minutes per app, more on Express.
  *
  * It uses `bench:cpu`'s database (BENCH_CPU_DB, default idempotency_bench_cpu), which `--prepare`
- * (re)creates. BENCH_INSTRUCTIONS_FUNCTIONS=<package>[,<package>]: also the functions charged to
- * those packages.
+ * (re)creates. BENCH_INSTRUCTIONS_FUNCTIONS=<package>[;<package>]: also the functions charged to
+ * those packages (`;` between them: some names, such as `(V8 runtime, not called from
+ * JavaScript)`, hold a comma). BENCH_INSTRUCTIONS_CALLERS=<regex>: also the JavaScript functions
+ * (`<package> <function>`) the regex matches, each with what it called.
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -92,9 +94,30 @@ async function measure(kindName: string, port: number): Promise<InstructionProfi
   const perfMap = `/tmp/perf-${pid}.map`;
   try {
     // `--dump` wrote part 1: the counted requests alone.
-    return readInstructionProfile(`${output}.1`, perfMap, served);
+    const profile = readInstructionProfile(`${output}.1`, perfMap, served);
+    const callers = process.env.BENCH_INSTRUCTIONS_CALLERS;
+    if (callers) {
+      printCallers(name, readInstructionProfile(`${output}.1`, perfMap, served, true), callers);
+    }
+    return profile;
   } finally {
     rmSync(perfMap, { force: true });
+  }
+}
+
+/**
+ * BENCH_INSTRUCTIONS_CALLERS=<regex>: the JavaScript functions of the packages the regex matches,
+ * each with what it ran and called (natives charged as for packages), most expensive first.
+ */
+function printCallers(name: string, profile: InstructionProfile, pattern: string): void {
+  const match = new RegExp(pattern);
+  const rows = [...profile.byPackage]
+    .filter(([fn]) => match.test(fn))
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 30);
+  console.log(`\n${name}: JavaScript functions matching /${pattern}/, with what they called`);
+  for (const [fn, count] of rows) {
+    console.log(`${count.toFixed(2).padStart(8)}  ${fn.slice(0, 140)}`);
   }
 }
 
@@ -165,11 +188,11 @@ async function main(): Promise<void> {
       `thousands of instructions per request, charged to the package that caused them\n`,
   );
   table(kinds, profiles);
-  for (const pkg of (process.env.BENCH_INSTRUCTIONS_FUNCTIONS ?? '').split(',').filter(Boolean)) {
+  for (const pkg of (process.env.BENCH_INSTRUCTIONS_FUNCTIONS ?? '').split(';').filter(Boolean)) {
     kinds.forEach((kind, i) => {
       const functions = [...(profiles[i].byFunction.get(pkg) ?? [])]
         .sort((a, b) => b[1] - a[1])
-        .slice(0, 25);
+        .slice(0, 40);
       console.log(`\n${kind}: ${pkg}, top functions (thousand instructions per request)`);
       for (const [fn, count] of functions) {
         console.log(`${count.toFixed(2).padStart(8)}  ${fn.slice(0, 140)}`);

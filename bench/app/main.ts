@@ -32,6 +32,9 @@ import {
   IdempotencyModule,
   IdempotencyStore,
   MemoryIdempotencyStore,
+  parseIdempotencyKey,
+  requestFingerprint,
+  storageKeyOf,
 } from 'nestjs-idempotency';
 import { RedisIdempotencyStore } from 'nestjs-idempotency/redis';
 import { TypeOrmIdempotencyStore, transactionalEntityManager } from 'nestjs-idempotency/typeorm';
@@ -134,6 +137,9 @@ const echoPg =
   STORE === 'none' && process.env.BENCH_ECHO_PG === '1'
     ? new Pool({ connectionString: DATABASE_URL, max: 4, idleTimeoutMillis: 1_000 })
     : undefined;
+/** BENCH_ECHO_STORE=1 (kind `none+is`): the execute-shaped interceptor calls the Redis store. */
+const echoStore =
+  STORE === 'none' && process.env.BENCH_ECHO_STORE === '1' ? redisStore() : undefined;
 
 /**
  * BENCH_STORE=echo: no idempotency and no database, the handler answers what a replay answers (the
@@ -173,17 +179,69 @@ class EchoInterceptor implements NestInterceptor {
  * and answers the handler's value. What Nest's pipeline and two round trips cost an execute, with
  * no idempotency logic. With BENCH_ECHO_PG=1 (`none+ip`) the two round trips are the TypeORM
  * store's two writes on PostgreSQL (an INSERT of an in-flight row, an UPDATE completing it), sent
- * as they are with nothing computed: what those statements cost the app and the database.
+ * as they are with nothing computed: what those statements cost the app and the database. With
+ * BENCH_ECHO_STORE=1 (`none+is`) it does what SEMANTICS requires of an execute, inline, on the
+ * Redis store: what a correct execute costs without the engine, the context adapter and events.
  */
 @Injectable()
 class ExecuteShapedInterceptor implements NestInterceptor {
-  async intercept(_context: ExecutionContext, next: CallHandler): Promise<Observable<unknown>> {
+  async intercept(context: ExecutionContext, next: CallHandler): Promise<Observable<unknown>> {
     if (echoPg) {
       return this.aroundPostgres(next);
+    }
+    if (echoStore) {
+      return this.aroundStore(context, next, echoStore);
     }
     await echoRedis?.get('nestjs-idempotency-bench:claim');
     const value = await lastValueFrom(next.handle());
     await echoRedis?.get('nestjs-idempotency-bench:complete');
+    return of(value);
+  }
+
+  /**
+   * What SEMANTICS requires of an execute and nothing else, written inline: the key parsed, the
+   * storage key and the fingerprint hashed, the Redis store's atomic claim and fenced completion
+   * called directly, a renewal timer armed and cleared, the body JSON-encoded. No engine, no
+   * context adapter, no events, no body codec.
+   */
+  private async aroundStore(
+    context: ExecutionContext,
+    next: CallHandler,
+    store: RedisIdempotencyStore,
+  ): Promise<Observable<unknown>> {
+    const request = context.getArgByIndex<{
+      headers: Record<string, string | undefined>;
+      body: unknown;
+      params: unknown;
+      query: unknown;
+    }>(0);
+    const route = '/orders';
+    const key = storageKeyOf(
+      ['endpoint', 'POST', route, 'anonymous'],
+      parseIdempotencyKey(request.headers['idempotency-key'] ?? ''),
+    );
+    const fingerprint = requestFingerprint({
+      method: 'POST',
+      route,
+      params: request.params,
+      body: request.body,
+      query: request.query,
+    });
+    const ownerToken = randomUUID();
+    const claim = await store.claim({ key, fingerprint, ownerToken, leaseMs: 30_000 });
+    if (claim.outcome !== 'acquired') {
+      throw new Error('bench: the none+is reference is for new keys only');
+    }
+    const renewal = setInterval(() => undefined, 10_000).unref();
+    const value = await lastValueFrom(next.handle());
+    clearInterval(renewal);
+    const { statusCode } = context.getArgByIndex<{ statusCode: number }>(1);
+    await store.complete({
+      key,
+      ownerToken,
+      response: { status: statusCode, headers: {}, body: JSON.stringify(value) },
+      ttlMs: TTL_MS,
+    });
     return of(value);
   }
 
@@ -206,6 +264,22 @@ class ExecuteShapedInterceptor implements NestInterceptor {
   }
 }
 
+/** The Redis store as the benchmark configures it. */
+function redisStore(): RedisIdempotencyStore {
+  const url = new URL(env('BENCH_REDIS_URL'));
+  // Options, not a client: the store creates its client with its documented defaults.
+  return new RedisIdempotencyStore({
+    client: {
+      host: url.hostname,
+      port: Number(url.port || 6379),
+      connectionName: env('BENCH_CLIENT_NAME'),
+    },
+    keyPrefix: env('BENCH_REDIS_PREFIX'),
+    // BENCH_REDIS_COALESCE=0 (bench:cpu kind redis+nc): every command written at once.
+    coalesceWrites: process.env.BENCH_REDIS_COALESCE !== '0',
+  });
+}
+
 function idempotencyModule(): DynamicModule[] {
   switch (STORE) {
     case 'none':
@@ -221,25 +295,8 @@ function idempotencyModule(): DynamicModule[] {
           }),
         }),
       ];
-    case 'redis': {
-      const url = new URL(env('BENCH_REDIS_URL'));
-      return [
-        IdempotencyModule.forRoot({
-          ttl: TTL_MS,
-          // Options, not a client: the store creates its client with its documented defaults.
-          store: new RedisIdempotencyStore({
-            client: {
-              host: url.hostname,
-              port: Number(url.port || 6379),
-              connectionName: env('BENCH_CLIENT_NAME'),
-            },
-            keyPrefix: env('BENCH_REDIS_PREFIX'),
-            // BENCH_REDIS_COALESCE=0 (bench:cpu kind redis+nc): every command written at once.
-            coalesceWrites: process.env.BENCH_REDIS_COALESCE !== '0',
-          }),
-        }),
-      ];
-    }
+    case 'redis':
+      return [IdempotencyModule.forRoot({ ttl: TTL_MS, store: redisStore() })];
     case 'typeorm':
     case 'typeorm-tx':
       return [

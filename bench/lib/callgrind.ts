@@ -106,11 +106,15 @@ export interface InstructionProfile {
   byCategory: Map<string, number>;
 }
 
-/** Reads a callgrind output file of a process started with `--perf-basic-prof`. */
+/**
+ * Reads a callgrind output file of a process started with `--perf-basic-prof`. `byJsFunction`:
+ * charge to each JavaScript function (`<package> <function>`) instead of to its package.
+ */
 export function readInstructionProfile(
   callgrindFile: string,
   perfMapFile: string,
   requests: number,
+  byJsFunction = false,
 ): InstructionProfile {
   const jit = readPerfMap(perfMapFile);
   const findJit = (address: number): JitCode | undefined => {
@@ -184,7 +188,13 @@ export function readInstructionProfile(
       const code = category === 'JavaScript' ? findJit(parseInt(name, 16)) : undefined;
       label =
         category === 'JavaScript'
-          ? { name: code?.name ?? name, category, package: code?.package ?? '(unnamed JIT code)' }
+          ? {
+              name: code?.name ?? name,
+              category,
+              package: byJsFunction
+                ? `${code?.package ?? '(unnamed JIT code)'} ${code?.name ?? name}`
+                : (code?.package ?? '(unnamed JIT code)'),
+            }
           : { name, category };
       labels.set(fnId, label);
     }

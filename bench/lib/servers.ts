@@ -35,12 +35,13 @@ export interface RunningServer {
 /**
  * The server kind and environment of a `bench:cpu` / `bench:instructions` app name: a kind, or
  * `echo` / `echo10` with `+i` (a replay-shaped interceptor answers), `+r` (after one ioredis GET)
- * or both (`+ir`), `none+i`, `none+ir` and `none+ip` (the bare handler behind an execute-shaped
- * interceptor: alone, with two Redis GETs, with the TypeORM store's two PostgreSQL writes), or
- * `redis+nc` (the Redis store with `coalesceWrites: false`).
+ * or both (`+ir`), `none+i`, `none+ir`, `none+ip` and `none+is` (the bare handler behind an
+ * execute-shaped interceptor: alone, with two Redis GETs, with the TypeORM store's two PostgreSQL
+ * writes, with what SEMANTICS requires done inline on the Redis store), or `redis+nc` (the Redis
+ * store with `coalesceWrites: false`).
  */
 export function appOf(name: string): { kind: ServerKind; env: Record<string, string> } {
-  const suffix = /\+(i|r|ir|ip|nc)$/.exec(name)?.[1] ?? '';
+  const suffix = /\+(i|r|ir|ip|is|nc)$/.exec(name)?.[1] ?? '';
   const env: Record<string, string> = {};
   if (suffix === 'nc') {
     env.BENCH_REDIS_COALESCE = '0';
@@ -53,6 +54,9 @@ export function appOf(name: string): { kind: ServerKind; env: Record<string, str
     }
     if (suffix === 'ip') {
       env.BENCH_ECHO_PG = '1';
+    }
+    if (suffix === 'is') {
+      env.BENCH_ECHO_STORE = '1';
     }
   }
   return { kind: name.slice(0, name.length - (suffix ? suffix.length + 1 : 0)) as ServerKind, env };
