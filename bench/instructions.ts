@@ -40,6 +40,7 @@ const WARMUP = Number(args[4] ?? 40_000);
 const RUN_ID = randomBytes(4).toString('hex');
 const PG_URL = process.env.POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const DB = process.env.BENCH_CPU_DB ?? 'idempotency_bench_cpu';
+const CALLERS = process.env.BENCH_INSTRUCTIONS_CALLERS;
 
 async function measure(kindName: string, port: number): Promise<InstructionProfile> {
   const { kind, env } = appOf(kindName);
@@ -94,29 +95,16 @@ async function measure(kindName: string, port: number): Promise<InstructionProfi
   const perfMap = `/tmp/perf-${pid}.map`;
   try {
     // `--dump` wrote part 1: the counted requests alone.
-    const profile = readInstructionProfile(`${output}.1`, perfMap, served);
-    const callers = process.env.BENCH_INSTRUCTIONS_CALLERS;
-    if (callers) {
-      printCallers(name, readInstructionProfile(`${output}.1`, perfMap, served, true), callers);
-    }
-    return profile;
+    return readInstructionProfile(`${output}.1`, perfMap, served, { byCaller: Boolean(CALLERS) });
   } finally {
     rmSync(perfMap, { force: true });
   }
 }
 
-/**
- * BENCH_INSTRUCTIONS_CALLERS=<regex>: the JavaScript functions of the packages the regex matches,
- * each with what it ran and called (natives charged as for packages), most expensive first.
- */
-function printCallers(name: string, profile: InstructionProfile, pattern: string): void {
-  const match = new RegExp(pattern);
-  const rows = [...profile.byPackage]
-    .filter(([fn]) => match.test(fn))
-    .sort((a, b) => b[1] - a[1])
-    .slice(0, 30);
-  console.log(`\n${name}: JavaScript functions matching /${pattern}/, with what they called`);
-  for (const [fn, count] of rows) {
+/** The most expensive `entries` under `title`, one a line. */
+function printTop(title: string, entries: Iterable<[string, number]>, limit: number): void {
+  console.log(`\n${title}`);
+  for (const [fn, count] of [...entries].sort((a, b) => b[1] - a[1]).slice(0, limit)) {
     console.log(`${count.toFixed(2).padStart(8)}  ${fn.slice(0, 140)}`);
   }
 }
@@ -190,13 +178,23 @@ async function main(): Promise<void> {
   table(kinds, profiles);
   for (const pkg of (process.env.BENCH_INSTRUCTIONS_FUNCTIONS ?? '').split(';').filter(Boolean)) {
     kinds.forEach((kind, i) => {
-      const functions = [...(profiles[i].byFunction.get(pkg) ?? [])]
-        .sort((a, b) => b[1] - a[1])
-        .slice(0, 40);
-      console.log(`\n${kind}: ${pkg}, top functions (thousand instructions per request)`);
-      for (const [fn, count] of functions) {
-        console.log(`${count.toFixed(2).padStart(8)}  ${fn.slice(0, 140)}`);
-      }
+      printTop(
+        `${kind}: ${pkg}, top functions (thousand instructions per request)`,
+        profiles[i].byFunction.get(pkg) ?? [],
+        40,
+      );
+    });
+  }
+  if (CALLERS) {
+    // BENCH_INSTRUCTIONS_CALLERS: the JavaScript functions the regex matches, each with what it
+    // ran and called (natives charged as for packages).
+    const match = new RegExp(CALLERS);
+    kinds.forEach((kind, i) => {
+      printTop(
+        `${kind}: JavaScript functions matching /${CALLERS}/, with what they called`,
+        [...profiles[i].byCaller!].filter(([fn]) => match.test(fn)),
+        30,
+      );
     });
   }
 }

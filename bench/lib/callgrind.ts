@@ -104,17 +104,22 @@ export interface InstructionProfile {
   byFunction: Map<string, Map<string, number>>;
   /** Per kind of code that ran (JavaScript, builtins, runtime, GC, ...), compilers left out. */
   byCategory: Map<string, number>;
+  /**
+   * With `byCaller`: per JavaScript function (`<package> <function>`, with what it called), per
+   * request, in thousands; what no JavaScript called is under its category, as in `byPackage`.
+   */
+  byCaller?: Map<string, number>;
 }
 
 /**
- * Reads a callgrind output file of a process started with `--perf-basic-prof`. `byJsFunction`:
- * charge to each JavaScript function (`<package> <function>`) instead of to its package.
+ * Reads a callgrind output file of a process started with `--perf-basic-prof`. `byCaller`: also
+ * charge the instructions to each JavaScript function, not only to its package.
  */
 export function readInstructionProfile(
   callgrindFile: string,
   perfMapFile: string,
   requests: number,
-  byJsFunction = false,
+  options: { byCaller?: boolean } = {},
 ): InstructionProfile {
   const jit = readPerfMap(perfMapFile);
   const findJit = (address: number): JitCode | undefined => {
@@ -178,7 +183,10 @@ export function readInstructionProfile(
       }
     }
   }
-  const labels = new Map<string, { name: string; category: string; package?: string }>();
+  const labels = new Map<
+    string,
+    { name: string; category: string; package?: string; caller?: string }
+  >();
   const labelOf = (fnId: string) => {
     let label = labels.get(fnId);
     if (!label) {
@@ -186,68 +194,78 @@ export function readInstructionProfile(
       const objectName = objectNames.get(objectOf.get(fnId) ?? '') ?? '???';
       const category = categoryOf(name, objectName);
       const code = category === 'JavaScript' ? findJit(parseInt(name, 16)) : undefined;
+      const pkg = code?.package ?? '(unnamed JIT code)';
       label =
         category === 'JavaScript'
           ? {
               name: code?.name ?? name,
               category,
-              package: byJsFunction
-                ? `${code?.package ?? '(unnamed JIT code)'} ${code?.name ?? name}`
-                : (code?.package ?? '(unnamed JIT code)'),
+              package: pkg,
+              caller: `${pkg} ${code?.name ?? name}`,
             }
           : { name, category };
       labels.set(fnId, label);
     }
     return label;
   };
-  // Shares of a function's cost per package, through its callers (memoized; a cycle stops).
-  const shares = new Map<string, Map<string, number>>();
-  const visiting = new Set<string>();
-  const shareOf = (fnId: string): Map<string, number> => {
-    const known = shares.get(fnId);
-    if (known) {
-      return known;
-    }
-    const label = labelOf(fnId);
-    if (label.package) {
-      const own = new Map([[label.package, 1]]);
-      shares.set(fnId, own);
-      return own;
-    }
-    const alone = new Map([[`(${label.category}, not called from JavaScript)`, 1]]);
-    if (visiting.has(fnId)) {
-      return new Map();
-    }
-    visiting.add(fnId);
-    // A caller already being resolved (a recursion: a getter's IC miss calling JavaScript that
-    // misses again) is left out, and the others share its part.
-    let weight = 0;
-    const share = new Map<string, number>();
-    for (const [caller, cost] of callers.get(fnId) ?? []) {
-      const callerShare = caller === fnId ? new Map<string, number>() : shareOf(caller);
-      if (callerShare.size === 0) {
-        continue;
+  /**
+   * Shares of a function's cost per package (or per JavaScript function), through its callers
+   * (memoized; a cycle stops).
+   */
+  const sharesBy = (key: 'package' | 'caller') => {
+    const shares = new Map<string, Map<string, number>>();
+    const visiting = new Set<string>();
+    const shareOf = (fnId: string): Map<string, number> => {
+      const known = shares.get(fnId);
+      if (known) {
+        return known;
       }
-      weight += cost;
-      for (const [pkg, part] of callerShare) {
-        share.set(pkg, (share.get(pkg) ?? 0) + part * cost);
+      const label = labelOf(fnId);
+      const own = label[key];
+      if (own) {
+        const mine = new Map([[own, 1]]);
+        shares.set(fnId, mine);
+        return mine;
       }
-    }
-    visiting.delete(fnId);
-    if (weight === 0) {
-      shares.set(fnId, alone);
-      return alone;
-    }
-    for (const [pkg, part] of share) {
-      share.set(pkg, part / weight);
-    }
-    shares.set(fnId, share);
-    return share;
+      const alone = new Map([[`(${label.category}, not called from JavaScript)`, 1]]);
+      if (visiting.has(fnId)) {
+        return new Map();
+      }
+      visiting.add(fnId);
+      // A caller already being resolved (a recursion: a getter's IC miss calling JavaScript that
+      // misses again) is left out, and the others share its part.
+      let weight = 0;
+      const share = new Map<string, number>();
+      for (const [caller, cost] of callers.get(fnId) ?? []) {
+        const callerShare = caller === fnId ? new Map<string, number>() : shareOf(caller);
+        if (callerShare.size === 0) {
+          continue;
+        }
+        weight += cost;
+        for (const [pkg, part] of callerShare) {
+          share.set(pkg, (share.get(pkg) ?? 0) + part * cost);
+        }
+      }
+      visiting.delete(fnId);
+      if (weight === 0) {
+        shares.set(fnId, alone);
+        return alone;
+      }
+      for (const [pkg, part] of share) {
+        share.set(pkg, part / weight);
+      }
+      shares.set(fnId, share);
+      return share;
+    };
+    return shareOf;
   };
+  const packageShareOf = sharesBy('package');
+  const callerShareOf = options.byCaller ? sharesBy('caller') : undefined;
   const perRequest = (count: number) => count / requests / 1000;
   const byPackage = new Map<string, number>();
   const byFunction = new Map<string, Map<string, number>>();
   const byCategory = new Map<string, number>();
+  const byCaller = callerShareOf ? new Map<string, number>() : undefined;
   let total = 0;
   let compilers = 0;
   let gc = 0;
@@ -263,7 +281,10 @@ export function readInstructionProfile(
       continue;
     }
     total += perRequest(count);
-    for (const [pkg, part] of shareOf(fnId)) {
+    for (const [caller, part] of callerShareOf?.(fnId) ?? []) {
+      byCaller!.set(caller, (byCaller!.get(caller) ?? 0) + perRequest(count) * part);
+    }
+    for (const [pkg, part] of packageShareOf(fnId)) {
       byPackage.set(pkg, (byPackage.get(pkg) ?? 0) + perRequest(count) * part);
       let functions = byFunction.get(pkg);
       if (!functions) {
@@ -272,5 +293,5 @@ export function readInstructionProfile(
       functions.set(label.name, (functions.get(label.name) ?? 0) + perRequest(count) * part);
     }
   }
-  return { total, compilers, gc, byPackage, byFunction, byCategory };
+  return { total, compilers, gc, byPackage, byFunction, byCategory, byCaller };
 }
